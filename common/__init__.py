@@ -1,0 +1,1 @@
+"""Convergence shared library: every rule the three functions share lives here."""

@@ -1,0 +1,60 @@
+"""Request bodies of the HTTP API (CONTRACT §2), validated by pydantic; also the OpenAPI schemas."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from common.tenancy import TENANT_ID_PATTERN
+
+EMAIL_PATTERN = r"^[^@\s<>,;]{1,64}@[A-Za-z0-9.-]{1,253}\.[A-Za-z]{2,63}$"
+Plan = Literal["starter", "professional", "enterprise"]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+
+class BootstrapRequest(Strict):
+    force_recreate_dataset: bool = Field(False, description="Drop and recreate the control dataset (destroys all orgs).")
+
+
+class DryrunRequest(Strict):
+    org_slug: str = Field(pattern=TENANT_ID_PATTERN, description="Tenant id; also the dataset name.")
+    company_name: str = Field(min_length=1, max_length=200)
+    admin_email: str = Field(pattern=EMAIL_PATTERN, max_length=320)
+    subscription_plan: Plan = "starter"
+
+
+class OnboardRequest(DryrunRequest):
+    force_recreate_dataset: bool = False
+    force_recreate_tables: bool = False
+
+
+class CustomerOnboardRequest(Strict):
+    tenant_id: str = Field(pattern=TENANT_ID_PATTERN)
+    admin_email: str | None = Field(None, pattern=EMAIL_PATTERN, max_length=320)
+    company_name: str | None = Field(None, min_length=1, max_length=200)
+    subscription_plan: Plan = "starter"
+
+
+class IntegrationSetupRequest(Strict):
+    credential: str | dict[str, Any] = Field(description="The secret: a key, or a JSON object such as a service account.")
+    settings: dict[str, Any] = Field(default_factory=dict, description="Non-secret settings (table ids, locations).")
+
+    @field_validator("credential")
+    @classmethod
+    def _not_empty(cls, value: str | dict[str, Any]) -> str | dict[str, Any]:
+        if not value:
+            raise ValueError("credential must not be empty")
+        return value
+
+
+class RunRequest(BaseModel):
+    """date, trigger_by and the template's declared overridable variables."""
+
+    model_config = ConfigDict(extra="allow")
+
+    date: str | None = Field(None, description="UTC day YYYY-MM-DD; default yesterday.")
+    trigger_by: str | None = Field(None, description="Who or what asked for the run.")

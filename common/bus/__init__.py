@@ -1,0 +1,1 @@
+"""Bus port (publish messages to topics) and its adapters; versioned message models."""

@@ -1,0 +1,94 @@
+"""Everything that crosses a function boundary, as versioned pydantic messages (CONTRACT §4).
+
+Also turns a Pub/Sub push CloudEvent back into (message, attributes) so handlers never parse by hand.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import logging
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from common.tenancy import TENANT_ID_PATTERN
+
+log = logging.getLogger(__name__)
+
+PUBSUB_EVENT_TYPE = "google.cloud.pubsub.topic.v1.messagePublished"
+
+
+class StepMessage(BaseModel):
+    """Execute step `step_index` of run `run_id` of tenant `tenant_id`."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    schema_: Literal["convergence.step/v1"] = Field("convergence.step/v1", alias="schema")
+    run_id: str = Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    tenant_id: str = Field(pattern=TENANT_ID_PATTERN)
+    step_index: int = Field(ge=0, le=1000)
+
+    def attributes(self) -> dict[str, str]:
+        return {"tenant_id": self.tenant_id, "run_id": self.run_id}
+
+
+class ScheduleMessage(BaseModel):
+    """Start one template for many tenants (a scheduled or bulk run)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    schema_: Literal["convergence.schedule/v1"] = Field("convergence.schedule/v1", alias="schema")
+    template: str = Field(pattern=r"^[a-z][a-z0-9_]{0,49}/[a-z][a-z0-9_]{0,49}/[a-z][a-z0-9_]{0,49}$")
+    tenants: Literal["*"] | list[str] = "*"
+    parameters: dict[str, Any] = Field(default_factory=dict)
+    trigger_by: str = "scheduler"
+    trigger_type: Literal["schedule", "bulk"] = "schedule"
+
+    def attributes(self) -> dict[str, str]:
+        return {"template": self.template}
+
+
+MESSAGE_TYPES: dict[str, type[BaseModel]] = {
+    "convergence.step/v1": StepMessage,
+    "convergence.schedule/v1": ScheduleMessage,
+}
+
+
+def encode(message: BaseModel) -> bytes:
+    """The Pub/Sub data bytes of a message."""
+    return message.model_dump_json(by_alias=True).encode()
+
+
+class DeadMessage(Exception):
+    """A message nobody can ever process: log it and acknowledge it, never crash-loop on it."""
+
+
+def pubsub_payload(event_data: Any) -> tuple[bytes, dict[str, str], int]:
+    """(data, attributes, delivery attempt) from the data of a Pub/Sub push CloudEvent."""
+    try:
+        message = event_data["message"]
+        data = base64.b64decode(message.get("data", ""), validate=True)
+        attributes = dict(message.get("attributes") or {})
+    except (KeyError, TypeError, AttributeError, binascii.Error) as exc:
+        raise DeadMessage(f"not a Pub/Sub push envelope: {exc}") from None
+    attempt = event_data.get("deliveryAttempt") or message.get("deliveryAttempt") or 1
+    return data, attributes, int(attempt)
+
+
+def decode_event(event: Any, expected: type[BaseModel]) -> tuple[BaseModel, dict[str, str], int]:
+    """Parse a CloudEvent carrying a Pub/Sub message into the expected message model."""
+    data, attributes, attempt = pubsub_payload(event.data if hasattr(event, "data") else event)
+    try:
+        raw = json.loads(data)
+        schema = raw.get("schema") if isinstance(raw, dict) else None
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise DeadMessage(f"message data is not JSON: {exc}") from None
+    model = MESSAGE_TYPES.get(schema or "")
+    if model is not expected:
+        raise DeadMessage(f"unexpected message schema {schema!r}; wanted {expected.__name__}")
+    try:
+        return model.model_validate(raw), attributes, attempt
+    except ValidationError as exc:
+        raise DeadMessage(f"malformed {schema} message: {exc.errors(include_input=False)}") from None

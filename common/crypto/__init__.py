@@ -1,0 +1,1 @@
+"""Keyring port (envelope encryption bound to tenant and purpose) and API keys."""

@@ -1,0 +1,1 @@
+"""Use cases the functions call: onboarding, integrations, pipelines, execution, data."""

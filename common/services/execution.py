@@ -1,0 +1,156 @@
+"""Execute one step of a run, then say which step comes next (or close the run).
+
+Idempotent under Pub/Sub's at-least-once delivery: a step whose latest record is final is not run again,
+and the next step is only enqueued when it has no record yet. Terminal errors are recorded and
+acknowledged; transient errors raise so the bus redelivers; after the dead-letter limit the run fails.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from common.bus.messages import DeadMessage, StepMessage, decode_event
+from common.errors import ConvergenceError, TransientError
+from common.processors.registry import StepContext, get_processor
+from common.runtime import Runtime, get_runtime
+from common.services import runs
+from common.templates.models import ResolvedPipeline
+
+log = logging.getLogger(__name__)
+
+
+def _run_failed(pipeline: ResolvedPipeline, states: dict[int, dict[str, Any]], upto: int) -> str | None:
+    """The error of the first stopping failure before step `upto`, if any."""
+    for index in range(upto):
+        record = states.get(index)
+        if record and record["status"] == "FAILED" and pipeline.steps[index].on_failure == "stop":
+            return f"step {pipeline.steps[index].step_id} failed: {record.get('error_message') or 'error'}"
+    return None
+
+
+def _should_run(trigger: str, failed: bool) -> bool:
+    return trigger == "always" or (trigger == "on_failure") == failed
+
+
+def _advance(
+    rt: Runtime, tenant_id: str, latest: dict, pipeline: ResolvedPipeline, index: int, states: dict
+) -> StepMessage | None:
+    """After step `index` is final: the next step's message, or None when the run is closed or moving."""
+    if index + 1 < len(pipeline.steps):
+        if index + 1 in states:
+            return None
+        return StepMessage(run_id=latest["pipeline_logging_id"], tenant_id=tenant_id, step_index=index + 1)
+    if latest["status"] not in runs.FINAL_RUN_STATUSES:
+        error = _run_failed(pipeline, states, len(pipeline.steps))
+        runs.append_run_status(rt.warehouse, tenant_id, latest, "FAILED" if error else "COMPLETE", error_message=error)
+    return None
+
+
+def execute_step(rt: Runtime, message: StepMessage, attempt: int = 1) -> StepMessage | None:
+    """Run one step (at most once to completion) and return the message of the next step, if any."""
+    tenant_id, run_id, index = message.tenant_id, message.run_id, message.step_index
+    wh = rt.warehouse
+    with wh.lock(f"run:{tenant_id}:{run_id}"):
+        records = runs.run_records(wh, tenant_id, run_id)
+        if not records:
+            raise DeadMessage(f"run {run_id} does not exist for tenant {tenant_id}")
+        latest = records[-1]
+        if latest["status"] in runs.FINAL_RUN_STATUSES:
+            return None
+        pipeline = runs.load_snapshot(records)
+        if index >= len(pipeline.steps):
+            raise DeadMessage(f"run {run_id} has no step {index}")
+        states = runs.step_states(wh, tenant_id, [run_id])[run_id]
+        current = states.get(index)
+        if current and current["status"] in runs.FINAL_STEP_STATUSES:
+            return _advance(rt, tenant_id, latest, pipeline, index, states)
+        if latest["status"] == "PENDING":
+            latest = runs.append_run_status(wh, tenant_id, latest, "RUNNING")
+
+        step = pipeline.steps[index]
+        failure = _run_failed(pipeline, states, index)
+        if not _should_run(step.trigger, failure is not None):
+            states[index] = runs.append_step(wh, tenant_id, run_id, index, step, status="SKIPPED", attempt=attempt)
+            return _advance(rt, tenant_id, latest, pipeline, index, states)
+
+        started = runs.utcnow()
+        clock = time.monotonic()
+        context = StepContext(rt, tenant_id, run_id, pipeline, step, attempt=attempt, run_failed=failure is not None)
+        try:
+            result = get_processor(step.ps_type)(context)
+        except TransientError as exc:
+            runs.append_step(wh, tenant_id, run_id, index, step, status="RETRYING", start_time=started,
+                             error_message=exc.message, attempt=attempt)
+            raise
+        except ConvergenceError as exc:
+            status, error, rows = "FAILED", exc.message, None
+        except Exception as exc:  # a processor bug: retrying the same input cannot help
+            log.exception("step %s of run %s crashed", step.step_id, run_id)
+            status, error, rows = "FAILED", f"{type(exc).__name__}: {exc}", None
+        else:
+            status, error, rows = "COMPLETE", None, result.rows_processed
+        states[index] = runs.append_step(
+            wh, tenant_id, run_id, index, step,
+            status=status, start_time=started, end_time=runs.utcnow(),
+            duration_ms=int((time.monotonic() - clock) * 1000), rows_processed=rows,
+            error_message=error, attempt=attempt,
+        )  # fmt: skip
+        return _advance(rt, tenant_id, latest, pipeline, index, states)
+
+
+def fail_step_after_retries(rt: Runtime, message: StepMessage, attempts: int) -> StepMessage | None:
+    """A step's message reached the dead-letter topic: fail the step, let on_failure steps run, close."""
+    tenant_id, run_id, index = message.tenant_id, message.run_id, message.step_index
+    wh = rt.warehouse
+    with wh.lock(f"run:{tenant_id}:{run_id}"):
+        records = runs.run_records(wh, tenant_id, run_id)
+        if not records or records[-1]["status"] in runs.FINAL_RUN_STATUSES:
+            return None
+        latest, pipeline = records[-1], runs.load_snapshot(records)
+        if index >= len(pipeline.steps):
+            return None
+        states = runs.step_states(wh, tenant_id, [run_id])[run_id]
+        current = states.get(index)
+        if current and current["status"] in runs.FINAL_STEP_STATUSES:
+            return _advance(rt, tenant_id, latest, pipeline, index, states)
+        last_error = (current or {}).get("error_message") or "no error recorded"
+        states[index] = runs.append_step(
+            wh, tenant_id, run_id, index, pipeline.steps[index], status="FAILED",
+            start_time=(current or {}).get("start_time"), end_time=runs.utcnow(), attempt=attempts,
+            error_message=f"gave up after {attempts} delivery attempts: {last_error}",
+        )  # fmt: skip
+        return _advance(rt, tenant_id, latest, pipeline, index, states)
+
+
+def run_inline(rt: Runtime, message: StepMessage | None) -> None:
+    """Drive a run to its end in this process, without the bus (used during onboarding)."""
+    while message is not None:
+        message = execute_step(rt, message)
+
+
+def _publish(rt: Runtime, message: StepMessage | None) -> None:
+    if message is not None:
+        rt.bus.publish(rt.settings.steps_topic, message, message.attributes())
+
+
+def handle_step_event(event: Any) -> None:
+    """CloudEvent entry of step_execute: execute the step, publish the next one."""
+    rt = get_runtime()
+    try:
+        message, _attributes, attempt = decode_event(event, StepMessage)
+        _publish(rt, execute_step(rt, message, attempt))  # type: ignore[arg-type]
+    except DeadMessage as exc:
+        log.error("dropping step message: %s", exc)
+
+
+def handle_dead_letter_event(event: Any) -> None:
+    """CloudEvent entry of the dead-letter subscription: close what the step topic gave up on."""
+    rt = get_runtime()
+    try:
+        message, attributes, _ = decode_event(event, StepMessage)
+        attempts = int(attributes.get("CloudPubSubDeadLetterSourceDeliveryCount", rt.settings.step_max_attempts))
+        _publish(rt, fail_step_after_retries(rt, message, attempts))  # type: ignore[arg-type]
+    except DeadMessage as exc:
+        log.error("dropping dead-lettered message: %s", exc)

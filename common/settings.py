@@ -1,0 +1,96 @@
+"""One typed settings object, read once from the environment (CONTRACT §1)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from common.errors import ConfigurationError
+
+CONFIGS_DIR = Path(__file__).resolve().parent.parent / "configs"
+
+
+class Settings(BaseSettings):
+    """Everything Convergence reads from its environment; nothing else reads os.environ."""
+
+    model_config = SettingsConfigDict(env_prefix="", case_sensitive=False, extra="ignore", frozen=True)
+
+    convergence_home: Path = Field(Path("./.convergence"), description="Embedded state: DuckDB file, keyset, outbox.")
+    convergence_warehouse: Literal["duckdb", "bigquery"] = Field("duckdb", description="Warehouse adapter.")
+    convergence_bus: Literal["local", "pubsub"] = Field("local", description="Message bus adapter.")
+    convergence_keyring: Literal["local", "gcp-kms"] = Field("local", description="Keyring adapter.")
+    ca_root_api_key: SecretStr | None = Field(None, description="Root key for admin routes.")
+    gcp_project_id: str = Field("local-project", description="Project of datasets and topics.")
+    bigquery_location: str = Field("US", description="Dataset location.")
+    bigquery_emulator_host: str | None = Field(None, description="BigQuery emulator endpoint, if any.")
+    pubsub_emulator_host: str | None = Field(None, description="Pub/Sub emulator host:port, if any.")
+    kms_key_name: str | None = Field(None, description="Cloud KMS key for the gcp-kms keyring.")
+    control_dataset: str = Field("organizations", pattern=r"^[a-z][a-z0-9_]{2,49}$", description="Control dataset.")
+    steps_topic: str = Field("convergence-steps", description="Topic of step messages.")
+    schedules_topic: str = Field("convergence-schedules", description="Topic of scheduled and bulk runs.")
+    dead_letter_topic: str = Field("convergence-steps-dlq", description="Dead-letter topic of step messages.")
+
+    max_request_bytes: int = Field(32 * 1024 * 1024, gt=0, description="Largest accepted request body (413 above).")
+    max_json_bytes: int = Field(1024 * 1024, gt=0, description="Largest accepted JSON body (413 above).")
+    api_key_cache_size: int = Field(10_000, gt=0, description="API keys remembered per instance.")
+    api_key_cache_ttl_seconds: float = Field(
+        60.0, ge=0, description="How long another instance may still accept a key revoked elsewhere."
+    )
+    step_max_attempts: int = Field(5, ge=1, le=100, description="Deliveries of a step before dead-lettering.")
+    smtp_host: str | None = Field(None, description="SMTP server for notify.email; outbox files when unset.")
+    smtp_port: int = Field(587, description="SMTP port.")
+    smtp_username: str | None = Field(None, description="SMTP user.")
+    smtp_password: SecretStr | None = Field(None, description="SMTP password.")
+    smtp_from: str = Field("convergence@localhost", description="Sender address of notifications.")
+    smtp_starttls: bool = Field(True, description="Use STARTTLS with the SMTP server.")
+
+    @field_validator("kms_key_name")
+    @classmethod
+    def _kms_key_shape(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith("projects/"):
+            raise ValueError("must look like projects/P/locations/L/keyRings/R/cryptoKeys/K")
+        return value
+
+    @property
+    def duckdb_path(self) -> Path:
+        return self.convergence_home / "warehouse.duckdb"
+
+    @property
+    def keyset_path(self) -> Path:
+        return self.convergence_home / "keyset.json"
+
+    @property
+    def outbox_dir(self) -> Path:
+        return self.convergence_home / "outbox"
+
+    @property
+    def root_key_path(self) -> Path:
+        return self.convergence_home / "root_key"
+
+
+def load_settings() -> Settings:
+    """Read settings, turning a bad value into one line that names the variable."""
+    try:
+        settings = Settings()
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        variable = str(first["loc"][0]).upper() if first["loc"] else "settings"
+        raise ConfigurationError(f"{variable}: {first['msg']}") from None
+    if settings.convergence_keyring == "gcp-kms" and not settings.kms_key_name:
+        raise ConfigurationError("KMS_KEY_NAME: required when CONVERGENCE_KEYRING=gcp-kms")
+    return settings
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read once."""
+    return load_settings()
+
+
+def reset_settings() -> None:
+    """Forget the cached settings (tests change the environment between cases)."""
+    get_settings.cache_clear()

@@ -1,0 +1,41 @@
+"""Tenant id rules and the names derived from them. Identifiers only ever come from here."""
+
+from __future__ import annotations
+
+import re
+
+from common.errors import BadRequest
+
+TENANT_ID_PATTERN = r"^[a-z][a-z0-9_]{2,49}$"
+TENANT_ID_RE = re.compile(TENANT_ID_PATTERN)
+TABLE_NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
+TEMPLATE_SEGMENT_RE = re.compile(r"^[a-z][a-z0-9_]{0,49}$")
+
+# Tables of a tenant's dataset that the platform owns; tenants read them but never upload into them.
+METADATA_TABLES = frozenset({"pipeline_runs", "step_logs", "dq_results"})
+
+
+def validate_tenant_id(value: str, *, field: str = "org_slug") -> str:
+    """Return the tenant id unchanged, or refuse it (400) naming the field."""
+    if not isinstance(value, str) or not TENANT_ID_RE.fullmatch(value):
+        raise BadRequest(f"{field} must match {TENANT_ID_PATTERN}", code="invalid_tenant_id")
+    return value
+
+
+def validate_table_name(value: str) -> str:
+    """A user-supplied table name: lower-case letters, digits and underscores only."""
+    if not isinstance(value, str) or not TABLE_NAME_RE.fullmatch(value):
+        raise BadRequest("table name must match ^[a-z][a-z0-9_]{0,63}$", code="invalid_table_name")
+    return value
+
+
+def validate_template_segment(value: str, what: str) -> str:
+    """A provider, domain or template name from a URL: never a path."""
+    if not isinstance(value, str) or not TEMPLATE_SEGMENT_RE.fullmatch(value):
+        raise BadRequest(f"{what} must match {TEMPLATE_SEGMENT_RE.pattern}", code=f"invalid_{what}")
+    return value
+
+
+def tenant_dataset(tenant_id: str) -> str:
+    """The dataset that holds everything of one tenant and nothing of another."""
+    return validate_tenant_id(tenant_id, field="tenant_id")

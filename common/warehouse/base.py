@@ -1,0 +1,100 @@
+"""The Warehouse port: what the platform needs from BigQuery, and what DuckDB provides locally."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager
+from typing import Any, Literal
+
+import pyarrow as pa
+
+from common.metadata.schemas import TableSchema
+
+WriteMode = Literal["append", "replace"]
+Params = Mapping[str, Any]
+Statement = tuple[str, Params | None]
+
+
+class Warehouse(ABC):
+    """A SQL warehouse of datasets and tables. SQL is GoogleSQL; values travel only as @params."""
+
+    name: str = "warehouse"
+
+    @abstractmethod
+    def ping(self) -> None:
+        """Raise DependencyUnavailable when the warehouse cannot answer."""
+
+    @abstractmethod
+    def create_dataset(self, dataset: str, *, recreate: bool = False) -> bool:
+        """Create a dataset if absent (drop it first when recreate); True when it was created."""
+
+    @abstractmethod
+    def dataset_exists(self, dataset: str) -> bool:
+        """Whether the dataset exists."""
+
+    @abstractmethod
+    def drop_dataset(self, dataset: str) -> None:
+        """Drop a dataset and every table in it; absent is fine."""
+
+    @abstractmethod
+    def create_table(self, dataset: str, schema: TableSchema, *, recreate: bool = False) -> bool:
+        """Create a table from its schema if absent (drop first when recreate); True when created."""
+
+    @abstractmethod
+    def table_exists(self, dataset: str, table: str) -> bool:
+        """Whether the table exists."""
+
+    @abstractmethod
+    def list_tables(self, dataset: str) -> list[str]:
+        """Names of the tables in a dataset, sorted."""
+
+    @abstractmethod
+    def table_columns(self, dataset: str, table: str) -> list[str]:
+        """Column names of a table, in order."""
+
+    @abstractmethod
+    def query(self, sql: str, params: Params | None = None) -> list[dict[str, Any]]:
+        """Run a GoogleSQL query and return its rows as dicts."""
+
+    @abstractmethod
+    def execute(self, sql: str, params: Params | None = None) -> int:
+        """Run one DML or DDL statement; return the number of rows it affected (0 for DDL)."""
+
+    @abstractmethod
+    def run_atomically(self, statements: Sequence[Statement]) -> list[int]:
+        """Run statements as one transaction: all take effect or none; affected rows per statement."""
+
+    @abstractmethod
+    def insert_rows(self, dataset: str, table: str, rows: Sequence[Mapping[str, Any]]) -> int:
+        """Append rows by a load or DML (never a streaming insert); unknown columns are refused."""
+
+    @abstractmethod
+    def load_arrow(self, dataset: str, table: str, data: pa.Table, *, mode: WriteMode = "append") -> int:
+        """Load an Arrow table, creating the table from the data when absent; replace swaps it whole."""
+
+    @abstractmethod
+    def lock(self, key: str) -> AbstractContextManager[None]:
+        """Serialise a read-then-write on `key` among callers this adapter can see."""
+
+    def close(self) -> None:
+        """Release connections."""
+
+    def count_rows(self, dataset: str, table: str) -> int:
+        """Number of rows in a table."""
+        from common.warehouse.sql import table_ref
+
+        return int(self.query(f"SELECT COUNT(*) AS n FROM {table_ref(dataset, table)}")[0]["n"])
+
+    def read_rows(self, dataset: str, table: str, *, limit: int, offset: int) -> list[dict[str, Any]]:
+        """A page of a table's rows."""
+        from common.warehouse.sql import table_ref
+
+        return self.query(
+            f"SELECT * FROM {table_ref(dataset, table)} LIMIT @limit OFFSET @offset",
+            {"limit": limit, "offset": offset},
+        )
+
+    def iter_rows(self, sql: str, params: Params | None = None) -> Iterator[dict[str, Any]]:
+        """Rows of a query, one at a time."""
+        yield from self.query(sql, params)

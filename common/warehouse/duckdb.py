@@ -1,0 +1,242 @@
+"""DuckDB warehouse: one file under CONVERGENCE_HOME; datasets are schemas; SQL transpiled from GoogleSQL."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+import sqlglot
+
+from common.errors import BadRequest, DependencyUnavailable, NotFound, TerminalError
+from common.metadata.schemas import TableSchema
+from common.warehouse.base import Params, Statement, Warehouse, WriteMode
+from common.warehouse.sql import parameter_names, quote_identifier, table_ref
+
+
+class QueryFailed(TerminalError):
+    """The warehouse rejected a statement (a bug in a template or in the platform, not a caller's input)."""
+
+    status = 500
+    code = "query_failed"
+
+
+@lru_cache(maxsize=2048)
+def to_duckdb(sql: str) -> str:
+    """GoogleSQL → DuckDB SQL (semicolon-joined when the text holds several statements)."""
+    return ";\n".join(sqlglot.transpile(sql, read="bigquery", write="duckdb"))
+
+
+def _bound(sql: str, params: Params | None) -> dict[str, Any]:
+    wanted = parameter_names(sql)
+    given = dict(params or {})
+    missing = wanted - given.keys()
+    if missing:
+        raise QueryFailed(f"query parameters not supplied: {', '.join(sorted(missing))}")
+    return {name: given[name] for name in wanted}
+
+
+class DuckDBWarehouse(Warehouse):
+    """Embedded warehouse. One connection per process, serialised by a lock; session time zone UTC."""
+
+    name = "duckdb"
+
+    def __init__(self, path: Path | str) -> None:
+        self.path = str(path)
+        if self.path != ":memory:":
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self._conn = duckdb.connect(self.path)
+        except duckdb.IOException as exc:
+            raise DependencyUnavailable(f"cannot open the DuckDB warehouse at {self.path}: {exc}") from None
+        self._conn.execute("SET TimeZone = 'UTC'")
+        self._mutex = threading.RLock()
+        self._key_locks: dict[str, threading.Lock] = {}
+
+    # -- plumbing -------------------------------------------------------------------------------------
+    @contextmanager
+    def _cursor(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        with self._mutex:
+            try:
+                yield self._conn
+            except duckdb.CatalogException as exc:
+                raise NotFound(f"not found in the warehouse: {_first_line(exc)}") from None
+            except duckdb.IOException as exc:
+                raise DependencyUnavailable(f"warehouse unavailable: {_first_line(exc)}") from None
+            except duckdb.Error as exc:
+                raise QueryFailed(f"warehouse rejected the statement: {_first_line(exc)}") from None
+
+    def _run(self, conn: duckdb.DuckDBPyConnection, sql: str, params: Params | None) -> duckdb.DuckDBPyConnection:
+        return conn.execute(to_duckdb(sql), _bound(sql, params))
+
+    # -- port -----------------------------------------------------------------------------------------
+    def ping(self) -> None:
+        with self._cursor() as conn:
+            conn.execute("SELECT 1").fetchone()
+
+    def dataset_exists(self, dataset: str) -> bool:
+        with self._cursor() as conn:
+            row = conn.execute(
+                "SELECT 1 FROM information_schema.schemata WHERE catalog_name = current_database()"
+                " AND schema_name = $name",
+                {"name": dataset},
+            ).fetchone()
+        return row is not None
+
+    def create_dataset(self, dataset: str, *, recreate: bool = False) -> bool:
+        with self._cursor() as conn:
+            existed = self.dataset_exists(dataset)
+            if existed and recreate:
+                conn.execute(f"DROP SCHEMA {_q(dataset)} CASCADE")
+            if existed and not recreate:
+                return False
+            conn.execute(f"CREATE SCHEMA {_q(dataset)}")
+            return True
+
+    def drop_dataset(self, dataset: str) -> None:
+        with self._cursor() as conn:
+            conn.execute(f"DROP SCHEMA IF EXISTS {_q(dataset)} CASCADE")
+
+    def table_exists(self, dataset: str, table: str) -> bool:
+        with self._cursor() as conn:
+            row = conn.execute(
+                "SELECT 1 FROM information_schema.tables WHERE table_catalog = current_database()"
+                " AND table_schema = $d AND table_name = $t",
+                {"d": dataset, "t": table},
+            ).fetchone()
+        return row is not None
+
+    def create_table(self, dataset: str, schema: TableSchema, *, recreate: bool = False) -> bool:
+        columns = ", ".join(
+            f"{quote_identifier(f.name)} {f.standard_sql_type()}{' NOT NULL' if f.mode == 'REQUIRED' else ''}"
+            for f in schema.fields
+        )
+        ddl = to_duckdb(f"CREATE TABLE {table_ref(dataset, schema.name)} ({columns})")
+        with self._cursor() as conn:
+            existed = self.table_exists(dataset, schema.name)
+            if existed and not recreate:
+                return False
+            conn.execute("BEGIN TRANSACTION")
+            try:
+                if existed:
+                    conn.execute(f"DROP TABLE {_q(dataset)}.{_q(schema.name)}")
+                conn.execute(ddl)
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            return True
+
+    def list_tables(self, dataset: str) -> list[str]:
+        with self._cursor() as conn:
+            rows = conn.execute(
+                "SELECT table_name FROM information_schema.tables WHERE table_catalog = current_database()"
+                " AND table_schema = $d ORDER BY table_name",
+                {"d": dataset},
+            ).fetchall()
+        return [r[0] for r in rows]
+
+    def table_columns(self, dataset: str, table: str) -> list[str]:
+        with self._cursor() as conn:
+            rows = conn.execute(
+                "SELECT column_name FROM information_schema.columns WHERE table_catalog = current_database()"
+                " AND table_schema = $d AND table_name = $t ORDER BY ordinal_position",
+                {"d": dataset, "t": table},
+            ).fetchall()
+        if not rows:
+            raise NotFound(f"table {dataset}.{table} does not exist")
+        return [r[0] for r in rows]
+
+    def query(self, sql: str, params: Params | None = None) -> list[dict[str, Any]]:
+        with self._cursor() as conn:
+            cursor = self._run(conn, sql, params)
+            names = [d[0] for d in cursor.description or []]
+            return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+
+    def execute(self, sql: str, params: Params | None = None) -> int:
+        with self._cursor() as conn:
+            return _affected(self._run(conn, sql, params))
+
+    def run_atomically(self, statements: Sequence[Statement]) -> list[int]:
+        with self._cursor() as conn:
+            conn.execute("BEGIN TRANSACTION")
+            try:
+                counts = [_affected(self._run(conn, sql, params)) for sql, params in statements]
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            return counts
+
+    def insert_rows(self, dataset: str, table: str, rows: Sequence[Mapping[str, Any]]) -> int:
+        if not rows:
+            return 0
+        with self._cursor() as conn:
+            target = conn.sql(f"SELECT * FROM {_q(dataset)}.{_q(table)} LIMIT 0").to_arrow_table().schema
+            unknown = {key for row in rows for key in row} - set(target.names)
+            if unknown:
+                raise BadRequest(f"unknown columns for {table}: {', '.join(sorted(unknown))}", code="unknown_columns")
+            try:
+                data = pa.Table.from_pylist([dict(r) for r in rows], schema=target)
+            except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+                raise BadRequest(f"rows do not fit {table}: {exc}", code="invalid_rows") from None
+            conn.register("_incoming_rows", data)
+            try:
+                conn.execute(f"INSERT INTO {_q(dataset)}.{_q(table)} BY NAME SELECT * FROM _incoming_rows")
+            finally:
+                conn.unregister("_incoming_rows")
+            return data.num_rows
+
+    def load_arrow(self, dataset: str, table: str, data: pa.Table, *, mode: WriteMode = "append") -> int:
+        target = f"{_q(dataset)}.{_q(table)}"
+        with self._cursor() as conn:
+            exists = self.table_exists(dataset, table)
+            conn.register("_incoming_load", data)
+            conn.execute("BEGIN TRANSACTION")
+            try:
+                if exists and mode == "replace":
+                    conn.execute(f"DROP TABLE {target}")
+                if not exists or mode == "replace":
+                    conn.execute(f"CREATE TABLE {target} AS SELECT * FROM _incoming_load")
+                else:
+                    conn.execute(f"INSERT INTO {target} BY NAME SELECT * FROM _incoming_load")
+                conn.execute("COMMIT")
+            except duckdb.Error as exc:
+                conn.execute("ROLLBACK")
+                raise BadRequest(
+                    f"data does not fit table {table}: {_first_line(exc)}", code="schema_mismatch"
+                ) from None
+            finally:
+                conn.unregister("_incoming_load")
+            return data.num_rows
+
+    @contextmanager
+    def lock(self, key: str) -> Iterator[None]:
+        with self._mutex:
+            lock = self._key_locks.setdefault(key, threading.Lock())
+        with lock:
+            yield
+
+    def close(self) -> None:
+        with self._mutex:
+            self._conn.close()
+
+
+def _q(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _affected(cursor: duckdb.DuckDBPyConnection) -> int:
+    if cursor.description and cursor.description[0][0] == "Count":
+        row = cursor.fetchone()
+        return int(row[0]) if row else 0
+    return 0
+
+
+def _first_line(exc: BaseException) -> str:
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__

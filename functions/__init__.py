@@ -1,0 +1,1 @@
+"""Cloud Functions entry points; each main.py is thin and calls common.services."""

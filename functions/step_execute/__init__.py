@@ -1,0 +1,1 @@
+"""The step_execute function."""
