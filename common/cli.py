@@ -1,0 +1,112 @@
+"""The `convergence` command: serve the API, run the demo."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from common.errors import ConfigurationError, ConvergenceError
+
+app = typer.Typer(help="Convergence: per-tenant cloud cost data.", no_args_is_help=True, add_completion=False)
+console = Console()
+err_console = Console(stderr=True)
+
+
+def _prepare_runtime():
+    """Settings (with a root key in embedded mode) and the runtime built from them."""
+    from common.crypto.root_key import ensure_root_key
+    from common.runtime import build_runtime, set_runtime
+    from common.settings import get_settings
+
+    settings, generated = ensure_root_key(get_settings())
+    runtime = build_runtime(settings)
+    set_runtime(runtime)
+    if generated:
+        console.print(
+            f"Root key (shown once; kept in {settings.root_key_path}): [bold]{generated}[/bold]", soft_wrap=True
+        )
+    return runtime
+
+
+def _interrupt(*_: object) -> None:
+    """SIGTERM stops `serve` the way Ctrl-C does."""
+    raise KeyboardInterrupt
+
+
+def _fail(exc: ConvergenceError) -> None:
+    err_console.print(f"[red]error:[/red] {exc.message}")
+    raise typer.Exit(2)
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port (0 picks a free one).", min=0, max=65535)] = 8080,
+) -> None:
+    """Serve every HTTP route from one process (embedded mode by default)."""
+    from werkzeug.serving import make_server
+
+    from common.api.app import create_wsgi_app
+    from common.runtime import reset_runtime
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        runtime = _prepare_runtime()
+        server = make_server(host, port, create_wsgi_app("both"), threaded=True)
+    except ConvergenceError as exc:
+        _fail(exc)
+    except OSError as exc:
+        err_console.print(f"[red]error:[/red] cannot listen on {host}:{port}: {exc.strerror}")
+        raise typer.Exit(2) from None
+    settings = runtime.settings
+    console.print(
+        f"Convergence serving on http://{host}:{server.port} "
+        f"(warehouse={settings.convergence_warehouse}, bus={settings.convergence_bus}, "
+        f"keyring={settings.convergence_keyring}, home={settings.convergence_home})",
+        soft_wrap=True,
+    )
+    sys.stdout.flush()
+    signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        console.print("stopping")
+    finally:
+        server.server_close()
+        reset_runtime()
+
+
+@app.command()
+def demo(
+    days: Annotated[int, typer.Option(help="Days of billing data per tenant.", min=1, max=31)] = 3,
+) -> None:
+    """Bootstrap, onboard two tenants, load sample billing data, run their pipelines, print costs."""
+    from common.demo.run import run_demo
+    from common.runtime import reset_runtime
+
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        runtime = _prepare_runtime()
+        code = run_demo(runtime, console, days=days)
+    except ConvergenceError as exc:
+        _fail(exc)
+    finally:
+        reset_runtime()
+    raise typer.Exit(code)
+
+
+def main() -> None:
+    try:
+        app()
+    except ConfigurationError as exc:
+        err_console.print(f"[red]error:[/red] {exc.message}")
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()
