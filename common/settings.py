@@ -48,6 +48,13 @@ class Settings(BaseSettings):
     smtp_from: str = Field("convergence@localhost", description="Sender address of notifications.")
     smtp_starttls: bool = Field(True, description="Use STARTTLS with the SMTP server.")
 
+    @field_validator("ca_root_api_key")
+    @classmethod
+    def _root_key_strength(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < 16:
+            raise ValueError("must be at least 16 characters")
+        return value
+
     @field_validator("kms_key_name")
     @classmethod
     def _kms_key_shape(cls, value: str | None) -> str | None:

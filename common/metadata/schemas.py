@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from functools import lru_cache
+from functools import cache
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -72,7 +72,7 @@ class TableSchema(BaseModel):
         return [f.name for f in self.fields]
 
 
-@lru_cache(maxsize=None)
+@cache
 def load_schema(scope: Scope, table: str) -> TableSchema:
     """Load configs/schemas/{scope}/{table}.json; an unknown table is NotFound."""
     if not TABLE_NAME_RE.fullmatch(table):

@@ -5,8 +5,8 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from common.bus.messages import StepMessage
 from common.api.models import BootstrapRequest, DryrunRequest, OnboardRequest
+from common.bus.messages import StepMessage
 from common.errors import BadRequest, Conflict, ConvergenceError, NotFound
 from common.metadata import control
 from common.processors.registry import StepContext, StepResult, get_processor

@@ -9,7 +9,14 @@ import uuid
 from typing import Any
 
 from common.bus.messages import StepMessage
-from common.errors import BadRequest, Conflict, ConvergenceError, DependencyUnavailable, NotFound, ValidationFailed
+from common.errors import (
+    BadRequest,
+    Conflict,
+    ConvergenceError,
+    DependencyUnavailable,
+    NotFound,
+    ValidationFailed,
+)
 from common.processors.registry import is_registered
 from common.runtime import Runtime
 from common.services import runs

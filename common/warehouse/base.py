@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from contextlib import AbstractContextManager
 from typing import Any, Literal
 
@@ -94,7 +94,3 @@ class Warehouse(ABC):
             f"SELECT * FROM {table_ref(dataset, table)} LIMIT @limit OFFSET @offset",
             {"limit": limit, "offset": offset},
         )
-
-    def iter_rows(self, sql: str, params: Params | None = None) -> Iterator[dict[str, Any]]:
-        """Rows of a query, one at a time."""
-        yield from self.query(sql, params)
