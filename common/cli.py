@@ -14,7 +14,6 @@ from common.errors import ConfigurationError, ConvergenceError
 
 app = typer.Typer(help="Convergence: per-tenant cloud cost data.", no_args_is_help=True, add_completion=False)
 console = Console()
-err_console = Console(stderr=True)
 
 
 def _prepare_runtime():
@@ -38,8 +37,13 @@ def _interrupt(*_: object) -> None:
     raise KeyboardInterrupt
 
 
+def _error_line(message: str) -> None:
+    """One plain line on stderr: never wrapped, never read as markup."""
+    print(f"error: {' '.join(message.split())}", file=sys.stderr)
+
+
 def _fail(exc: ConvergenceError) -> None:
-    err_console.print(f"[red]error:[/red] {exc.message}")
+    _error_line(exc.message)
     raise typer.Exit(2)
 
 
@@ -61,7 +65,7 @@ def serve(
     except ConvergenceError as exc:
         _fail(exc)
     except OSError as exc:
-        err_console.print(f"[red]error:[/red] cannot listen on {host}:{port}: {exc.strerror}")
+        _error_line(f"cannot listen on {host}:{port}: {exc.strerror}")
         raise typer.Exit(2) from None
     settings = runtime.settings
     console.print(
@@ -104,7 +108,7 @@ def main() -> None:
     try:
         app()
     except ConfigurationError as exc:
-        err_console.print(f"[red]error:[/red] {exc.message}")
+        _error_line(exc.message)
         sys.exit(2)
 
 

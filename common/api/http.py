@@ -55,7 +55,7 @@ class RequestContext:
         if raw.strip():
             try:
                 body = json.loads(raw)
-            except (ValueError, UnicodeDecodeError):
+            except (ValueError, UnicodeDecodeError, RecursionError):
                 raise BadRequest("the request body is not valid JSON", code="invalid_json") from None
         else:
             body = {}

@@ -25,7 +25,7 @@ from typing import Any
 from cloudevents.http import CloudEvent
 from pydantic import BaseModel
 
-from common.bus.base import Bus
+from common.bus.base import Bus, message_attributes
 from common.bus.messages import PUBSUB_EVENT_TYPE, encode
 from common.errors import DependencyUnavailable, TransientError
 
@@ -110,7 +110,7 @@ class LocalBus(Bus):
 
     # -- port -----------------------------------------------------------------------------------------
     def publish(self, topic: str, message: BaseModel, attributes: dict[str, str] | None = None) -> str:
-        return self.publish_raw(topic, encode(message), attributes or {})
+        return self.publish_raw(topic, encode(message), message_attributes(message, attributes))
 
     def publish_raw(self, topic: str, data: bytes, attributes: dict[str, str]) -> str:
         """Publish bytes as they are (tests use it for malformed messages)."""

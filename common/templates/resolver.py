@@ -60,7 +60,7 @@ def _substitute(text: str, values: Mapping[str, Any], where: str) -> str:
     return PLACEHOLDER_RE.sub(repl, text)
 
 
-def coerce_value(name: str, spec: VariableSpec | None, kind: str, value: Any) -> Any:
+def coerce_value(name: str, spec: VariableSpec | None, kind: str, value: Any, today: dt.date | None = None) -> Any:
     """Check and convert one variable value to its declared type, or refuse it naming the variable."""
     if kind == "date":
         if isinstance(value, dt.date) and not isinstance(value, dt.datetime):
@@ -72,7 +72,7 @@ def coerce_value(name: str, spec: VariableSpec | None, kind: str, value: Any) ->
                 raise InvalidParameter(f"{name} is not a real date: {value!r}") from None
         else:
             raise InvalidParameter(f"{name} must be a date as YYYY-MM-DD")
-        latest = dt.datetime.now(dt.UTC).date() + dt.timedelta(days=366)
+        latest = (today or dt.datetime.now(dt.UTC).date()) + dt.timedelta(days=366)
         if not EARLIEST_DATE <= parsed <= latest:
             raise InvalidParameter(f"{name} must be between {EARLIEST_DATE} and {latest}")
         return parsed.isoformat()
@@ -178,7 +178,8 @@ def resolve_template(
             raise InvalidParameter(f"{name} cannot be overridden by a request")
 
     run_date = today or dt.datetime.now(dt.UTC).date()
-    date = coerce_value("date", None, "date", request.get("date", (run_date - dt.timedelta(days=1)).isoformat()))
+    default_date = (run_date - dt.timedelta(days=1)).isoformat()
+    date = coerce_value("date", None, "date", request.get("date", default_date), today=run_date)
     trigger_by = request.get("trigger_by", "api")
     if not isinstance(trigger_by, str) or not TRIGGER_BY_RE.fullmatch(trigger_by):
         raise InvalidParameter("trigger_by must be 1-200 letters, digits or . @ + - : / _ and spaces")

@@ -12,6 +12,7 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 import sqlglot
+from sqlglot import exp
 
 from common.errors import BadRequest, DependencyUnavailable, NotFound, TerminalError
 from common.metadata.schemas import TableSchema
@@ -26,10 +27,18 @@ class QueryFailed(TerminalError):
     code = "query_failed"
 
 
+def _keep_dates(node: exp.Expression) -> exp.Expression:
+    # GoogleSQL DATE_ADD/DATE_SUB take and return a DATE; DuckDB's date + interval is a TIMESTAMP.
+    if isinstance(node, exp.DateAdd | exp.DateSub) and not isinstance(node.parent, exp.Cast):
+        return exp.cast(node.copy(), "DATE")
+    return node
+
+
 @lru_cache(maxsize=2048)
 def to_duckdb(sql: str) -> str:
     """GoogleSQL → DuckDB SQL (semicolon-joined when the text holds several statements)."""
-    return ";\n".join(sqlglot.transpile(sql, read="bigquery", write="duckdb"))
+    trees = [tree for tree in sqlglot.parse(sql, read="bigquery") if tree is not None]
+    return ";\n".join(tree.transform(_keep_dates).sql("duckdb") for tree in trees)
 
 
 def _bound(sql: str, params: Params | None) -> dict[str, Any]:
@@ -188,6 +197,8 @@ class DuckDBWarehouse(Warehouse):
             conn.register("_incoming_rows", data)
             try:
                 conn.execute(f"INSERT INTO {_q(dataset)}.{_q(table)} BY NAME SELECT * FROM _incoming_rows")
+            except (duckdb.ConstraintException, duckdb.ConversionException) as exc:
+                raise BadRequest(f"rows do not fit {table}: {_first_line(exc)}", code="invalid_rows") from None
             finally:
                 conn.unregister("_incoming_rows")
             return data.num_rows
