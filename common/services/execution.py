@@ -12,7 +12,7 @@ import time
 from typing import Any
 
 from common.bus.messages import DeadMessage, StepMessage, decode_event
-from common.errors import ConvergenceError, TransientError
+from common.errors import ConvergenceError, TerminalError, TransientError
 from common.processors.registry import StepContext, get_processor
 from common.runtime import Runtime, get_runtime
 from common.services import runs
@@ -143,6 +143,8 @@ def handle_step_event(event: Any) -> None:
         _publish(rt, execute_step(rt, message, attempt))  # type: ignore[arg-type]
     except DeadMessage as exc:
         log.error("dropping step message: %s", exc)
+    except TerminalError as exc:  # e.g. the tenant or its tables do not exist: redelivery cannot help
+        log.error("dropping step message that cannot be processed: %s", exc.message)
 
 
 def handle_dead_letter_event(event: Any) -> None:
@@ -154,3 +156,5 @@ def handle_dead_letter_event(event: Any) -> None:
         _publish(rt, fail_step_after_retries(rt, message, attempts))  # type: ignore[arg-type]
     except DeadMessage as exc:
         log.error("dropping dead-lettered message: %s", exc)
+    except TerminalError as exc:
+        log.error("dropping dead-lettered message that cannot be processed: %s", exc.message)
