@@ -1,0 +1,93 @@
+"""A child process that serves on a loopback port: started, waited for, stopped cleanly."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from common.errors import DependencyUnavailable
+
+
+def free_port() -> int:
+    """A loopback TCP port nobody listens on right now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def port_open(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket() as probe:
+        probe.settimeout(0.2)
+        return probe.connect_ex((host, port)) == 0
+
+
+@dataclass
+class ManagedProcess:
+    """One emulator or function process, in its own process group so stopping it stops its children."""
+
+    name: str
+    command: list[str]
+    port: int
+    env: dict[str, str] = field(default_factory=dict)
+    log_path: Path | None = None
+    cwd: Path | None = None
+    process: subprocess.Popen | None = None
+
+    def start(self, timeout: float = 120.0) -> ManagedProcess:
+        """Start the process and wait until its port accepts connections."""
+        log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
+        self.process = subprocess.Popen(
+            self.command,
+            env={**os.environ, **self.env},
+            cwd=self.cwd,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise DependencyUnavailable(
+                    f"{self.name} exited with code {self.process.returncode} before serving"
+                    + (f"; see {self.log_path}" if self.log_path else "")
+                )
+            if port_open(self.port):
+                return self
+            time.sleep(0.1)
+        self.stop()
+        raise DependencyUnavailable(f"{self.name} did not listen on port {self.port} within {timeout:.0f} s")
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.process else None
+
+    def stop(self, timeout: float = 15.0) -> None:
+        """SIGTERM the process group, then SIGKILL whatever is left."""
+        if self.process is None or self.process.poll() is not None:
+            return
+        stop_group(self.process.pid, timeout)
+        self.process.wait(timeout=5)
+
+
+def stop_group(pid: int, timeout: float = 15.0) -> None:
+    """Stop a process group led by `pid`: SIGTERM, wait, then SIGKILL."""
+    try:
+        os.killpg(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.1)
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
