@@ -13,6 +13,10 @@ from common.runtime import Runtime, build_runtime, reset_runtime, set_runtime
 from common.settings import get_settings, reset_settings
 
 REPO = Path(__file__).resolve().parents[1]
+# Session fixtures of the emulators and stand-ins (tests/plugins/*.py), shared by every suite.
+pytest_plugins = sorted(
+    f"tests.plugins.{path.stem}" for path in (REPO / "tests" / "plugins").glob("*.py") if path.stem != "__init__"
+)
 ROOT_KEY = "test-root-key-0123456789abcdef"
 SETTINGS_VARIABLES = (
     "CONVERGENCE_HOME", "CONVERGENCE_WAREHOUSE", "CONVERGENCE_BUS", "CONVERGENCE_KEYRING", "CA_ROOT_API_KEY",

@@ -1,12 +1,15 @@
 """Adapter factories for the contract suites: one suite per port, run against every adapter listed here.
 
-To add an adapter (BigQuery via bqemulator, Pub/Sub emulator, Cloud KMS), add one entry to the matching
-table. The suites use only the port's public methods; the bus suite also needs a `BusHarness`, which knows
+To add an adapter (BigQuery via bqemulator, Pub/Sub emulator, Cloud KMS), add a module
+`tests/contract/adapters_<name>.py` defining any of WAREHOUSE_FACTORIES, BUS_FACTORIES, KEYRING_FACTORIES;
+they are merged into the tables below. A factory receives the pytest request (to reach session fixtures
+such as a running emulator) and, for warehouses and keyrings, the test's tmp_path. The suites use only the port's public methods; the bus suite also needs a `BusHarness`, which knows
 how to subscribe a handler to a topic and wait until every delivery is settled.
 """
 
 from __future__ import annotations
 
+import importlib
 import itertools
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
@@ -27,20 +30,11 @@ PROJECT = "contract-project"
 # -- warehouse --------------------------------------------------------------------------------------------
 
 
-def make_duckdb(tmp_path: Path) -> Warehouse:
+def make_duckdb(request: pytest.FixtureRequest, tmp_path: Path) -> Warehouse:
     return DuckDBWarehouse(tmp_path / "contract.duckdb")
 
 
-WAREHOUSE_FACTORIES: dict[str, Callable[[Path], Warehouse]] = {"duckdb": make_duckdb}
-
-
-@pytest.fixture(params=sorted(WAREHOUSE_FACTORIES), ids=str)
-def warehouse(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Warehouse]:
-    wh = WAREHOUSE_FACTORIES[request.param](tmp_path)
-    try:
-        yield wh
-    finally:
-        wh.close()
+WAREHOUSE_FACTORIES: dict[str, Callable[[pytest.FixtureRequest, Path], Warehouse]] = {"duckdb": make_duckdb}
 
 
 # -- bus --------------------------------------------------------------------------------------------------
@@ -78,7 +72,7 @@ class LocalBusHarness(BusHarness):
 
     capabilities = frozenset({"duplicate_deliveries"})
 
-    def __init__(self, **faults: Any) -> None:
+    def __init__(self, request: pytest.FixtureRequest | None = None, **faults: Any) -> None:
         self.bus = self.local = LocalBus(PROJECT, workers=4, retry_delay=0.01, max_retry_delay=0.05, **faults)
 
     def subscribe(
@@ -103,9 +97,43 @@ def bus_adapters_with(capability: str) -> list[str]:
     )
 
 
+# -- keyring ----------------------------------------------------------------------------------------------
+
+
+def make_local_keyring(request: pytest.FixtureRequest, tmp_path: Path) -> Keyring:
+    return LocalKeyring(tmp_path / "contract-keyset.json")
+
+
+KEYRING_FACTORIES: dict[str, Callable[[pytest.FixtureRequest, Path], Keyring]] = {"local": make_local_keyring}
+
+
+def _merge_adapter_modules() -> None:
+    """Fold tests/contract/adapters_*.py into the factory tables."""
+    for path in sorted(Path(__file__).parent.glob("adapters_*.py")):
+        module = importlib.import_module(f"tests.contract.{path.stem}")
+        WAREHOUSE_FACTORIES.update(getattr(module, "WAREHOUSE_FACTORIES", {}))
+        BUS_FACTORIES.update(getattr(module, "BUS_FACTORIES", {}))
+        KEYRING_FACTORIES.update(getattr(module, "KEYRING_FACTORIES", {}))
+
+
+_merge_adapter_modules()
+
+
+# -- fixtures (after the merge, so every adapter is a parameter) ---------------------------------------
+
+
+@pytest.fixture(params=sorted(WAREHOUSE_FACTORIES), ids=str)
+def warehouse(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Warehouse]:
+    wh = WAREHOUSE_FACTORIES[request.param](request, tmp_path)
+    try:
+        yield wh
+    finally:
+        wh.close()
+
+
 @pytest.fixture(params=sorted(BUS_FACTORIES), ids=str)
 def bus_harness(request: pytest.FixtureRequest) -> Iterator[BusHarness]:
-    harness = BUS_FACTORIES[request.param]()
+    harness = BUS_FACTORIES[request.param](request)
     try:
         yield harness
     finally:
@@ -115,23 +143,13 @@ def bus_harness(request: pytest.FixtureRequest) -> Iterator[BusHarness]:
 @pytest.fixture(params=bus_adapters_with("duplicate_deliveries"), ids=str)
 def duplicating_bus_harness(request: pytest.FixtureRequest) -> Iterator[BusHarness]:
     """A harness whose bus delivers every message twice (Pub/Sub's at-least-once, made certain)."""
-    harness = BUS_FACTORIES[request.param](duplicate_deliveries=2)
+    harness = BUS_FACTORIES[request.param](request, duplicate_deliveries=2)
     try:
         yield harness
     finally:
         harness.close()
 
 
-# -- keyring ----------------------------------------------------------------------------------------------
-
-
-def make_local_keyring(tmp_path: Path) -> Keyring:
-    return LocalKeyring(tmp_path / "contract-keyset.json")
-
-
-KEYRING_FACTORIES: dict[str, Callable[[Path], Keyring]] = {"local": make_local_keyring}
-
-
 @pytest.fixture(params=sorted(KEYRING_FACTORIES), ids=str)
 def keyring(request: pytest.FixtureRequest, tmp_path: Path) -> Keyring:
-    return KEYRING_FACTORIES[request.param](tmp_path)
+    return KEYRING_FACTORIES[request.param](request, tmp_path)
