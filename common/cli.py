@@ -104,6 +104,62 @@ def demo(
     raise typer.Exit(code)
 
 
+local_app = typer.Typer(help="The deployed topology on this machine, with the official emulators.", no_args_is_help=True)
+app.add_typer(local_app, name="local")
+
+
+@local_app.command("up")
+def local_up(
+    detach: Annotated[bool, typer.Option("--detach", help="Leave the stack running; stop it with `local down`.")] = False,
+) -> None:
+    """Start the Pub/Sub emulator, bqemulator and the functions, wired by push subscriptions."""
+    import time
+
+    from common.crypto.root_key import ensure_root_key
+    from common.local_stack import LocalStack, env_lines
+    from common.settings import get_settings
+
+    settings, generated = ensure_root_key(get_settings())
+    root_key = settings.ca_root_api_key.get_secret_value()  # type: ignore[union-attr]
+    stack = LocalStack(settings, root_key)
+    try:
+        stack.start()
+    except ConvergenceError as exc:
+        _fail(exc)
+    for name in ("onboard", "trigger"):
+        print(f"{name}: {stack.endpoints[name]}")
+    for name in ("trigger_schedules", "step_execute", "pubsub-emulator", "bigquery-emulator"):
+        print(f"{name}: {stack.endpoints[name]}")
+    print("# environment for clients of this stack:")
+    for line in env_lines(stack):
+        print(line)
+    if generated:
+        print(f"# root key generated and kept in {settings.root_key_path}")
+    print(f"# logs: {stack.folder / 'logs'}")
+    sys.stdout.flush()
+    if detach:
+        print("# running in the background: `convergence local down` stops it")
+        return
+    signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        print("stopping the local stack")
+    finally:
+        stack.stop()
+
+
+@local_app.command("down")
+def local_down() -> None:
+    """Stop a stack started with `local up --detach`."""
+    from common.local_stack import stop_detached
+    from common.settings import get_settings
+
+    stopped = stop_detached(get_settings().convergence_home)
+    print(f"stopped {stopped} processes" if stopped else "no local stack is running from this CONVERGENCE_HOME")
+
+
 def main() -> None:
     try:
         app()

@@ -135,12 +135,23 @@ def _publish(rt: Runtime, message: StepMessage | None) -> None:
         rt.bus.publish(rt.settings.steps_topic, message, message.attributes())
 
 
+DEAD_LETTER_ATTRIBUTE = "CloudPubSubDeadLetterSourceDeliveryCount"
+
+
 def handle_step_event(event: Any) -> None:
-    """CloudEvent entry of step_execute: execute the step, publish the next one."""
+    """CloudEvent entry of step_execute: execute the step and publish the next one.
+
+    Pub/Sub marks a message it forwards to the dead-letter topic with CloudPubSubDeadLetterSourceDeliveryCount;
+    such a message closes its step as failed instead, so one function can serve both subscriptions.
+    """
     rt = get_runtime()
     try:
-        message, _attributes, attempt = decode_event(event, StepMessage)
-        _publish(rt, execute_step(rt, message, attempt))  # type: ignore[arg-type]
+        message, attributes, attempt = decode_event(event, StepMessage)
+        if DEAD_LETTER_ATTRIBUTE in attributes:
+            attempts = int(attributes.get(DEAD_LETTER_ATTRIBUTE) or rt.settings.step_max_attempts)
+            _publish(rt, fail_step_after_retries(rt, message, attempts))  # type: ignore[arg-type]
+        else:
+            _publish(rt, execute_step(rt, message, attempt))  # type: ignore[arg-type]
     except DeadMessage as exc:
         log.error("dropping step message: %s", exc)
     except TerminalError as exc:  # e.g. the tenant or its tables do not exist: redelivery cannot help
@@ -148,11 +159,11 @@ def handle_step_event(event: Any) -> None:
 
 
 def handle_dead_letter_event(event: Any) -> None:
-    """CloudEvent entry of the dead-letter subscription: close what the step topic gave up on."""
+    """CloudEvent entry of a dead-letter subscription: every message on it has exhausted its deliveries."""
     rt = get_runtime()
     try:
         message, attributes, _ = decode_event(event, StepMessage)
-        attempts = int(attributes.get("CloudPubSubDeadLetterSourceDeliveryCount", rt.settings.step_max_attempts))
+        attempts = int(attributes.get(DEAD_LETTER_ATTRIBUTE) or rt.settings.step_max_attempts)
         _publish(rt, fail_step_after_retries(rt, message, attempts))  # type: ignore[arg-type]
     except DeadMessage as exc:
         log.error("dropping dead-lettered message: %s", exc)
