@@ -34,6 +34,7 @@ class LocalStack:
     settings: Settings
     root_key: str
     host: str = "127.0.0.1"
+    extra_env: dict[str, str] = field(default_factory=dict)
     processes: list[ManagedProcess] = field(default_factory=list)
     endpoints: dict[str, str] = field(default_factory=dict)
     env: dict[str, str] = field(default_factory=dict)
@@ -74,6 +75,8 @@ class LocalStack:
                 "BIGQUERY_EMULATOR_HOST": f"http://{self.host}:{bigquery_port}",
                 "PUBSUB_EMULATOR_HOST": f"{self.host}:{pubsub_port}",
                 "CA_ROOT_API_KEY": self.root_key,
+                "STEP_MAX_ATTEMPTS": str(self.settings.step_max_attempts),
+                **self.extra_env,
             }
             self.endpoints = {"pubsub-emulator": self.env["PUBSUB_EMULATOR_HOST"],
                               "bigquery-emulator": self.env["BIGQUERY_EMULATOR_HOST"]}  # fmt: skip

@@ -43,9 +43,20 @@ def _advance(
             return None
         return StepMessage(run_id=latest["pipeline_logging_id"], tenant_id=tenant_id, step_index=index + 1)
     if latest["status"] not in runs.FINAL_RUN_STATUSES:
-        error = _run_failed(pipeline, states, len(pipeline.steps))
-        runs.append_run_status(rt.warehouse, tenant_id, latest, "FAILED" if error else "COMPLETE", error_message=error)
+        failed = _run_failed(pipeline, states, len(pipeline.steps)) is not None
+        error = _failure_summary(pipeline, states) if failed else None
+        runs.append_run_status(rt.warehouse, tenant_id, latest, "FAILED" if failed else "COMPLETE", error_message=error)
     return None
+
+
+def _failure_summary(pipeline: ResolvedPipeline, states: dict[int, dict[str, Any]]) -> str:
+    """Every failed step's error, in step order: the first explains the run, later ones (e.g. a
+    notification that could not be sent) are worth knowing too."""
+    return "; ".join(
+        f"step {step.step_id} failed: {states[i].get('error_message') or 'error'}"
+        for i, step in enumerate(pipeline.steps)
+        if i in states and states[i]["status"] == "FAILED"
+    )
 
 
 def execute_step(rt: Runtime, message: StepMessage, attempt: int = 1) -> StepMessage | None:
