@@ -94,10 +94,8 @@ class LocalStack:
             s = self.settings
             ensure_topology(
                 project,
-                steps_topic=s.steps_topic,
-                schedules_topic=s.schedules_topic,
-                dead_letter_topic=s.dead_letter_topic,
-                push_endpoints={
+                s,
+                {
                     s.steps_topic: topic_url.format(base=self.endpoints["step_execute"], project=project,
                                                     topic=s.steps_topic),
                     s.dead_letter_topic: topic_url.format(base=self.endpoints["step_execute"], project=project,
@@ -106,7 +104,10 @@ class LocalStack:
                                                         topic=s.schedules_topic),
                 },
                 emulator_host=self.env["PUBSUB_EMULATOR_HOST"],
-                dead_letter_max_attempts=s.step_max_attempts,
+                dead_letter_max_attempts=max(5, s.step_max_attempts),
+                # Short backoff keeps a failing step's path to the dead-letter topic to seconds locally.
+                minimum_backoff=1,
+                maximum_backoff=5,
             )  # fmt: skip
         except BaseException:
             self.stop()

@@ -72,7 +72,9 @@ def build_local_bus(settings: Settings, **options: object) -> Bus:
 def build_bus(settings: Settings) -> Bus:
     if settings.convergence_bus == "local":
         return build_local_bus(settings)
-    raise ConfigurationError("CONVERGENCE_BUS: the pubsub adapter is not part of this build; use local")
+    from common.bus.pubsub import PubSubBus
+
+    return PubSubBus(settings.gcp_project_id, emulator_host=settings.pubsub_emulator_host)
 
 
 def build_runtime(settings: Settings | None = None) -> Runtime:

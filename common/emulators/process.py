@@ -67,15 +67,27 @@ class ManagedProcess:
         return self.process.pid if self.process else None
 
     def stop(self, timeout: float = 15.0) -> None:
-        """SIGTERM the process group, then SIGKILL whatever is left."""
+        """SIGTERM the process group, wait for the leader, then SIGKILL whatever is left of the group."""
         if self.process is None or self.process.poll() is not None:
             return
-        stop_group(self.process.pid, timeout)
+        pid = self.process.pid
+        try:
+            os.killpg(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            return
+        try:
+            self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            pass
+        try:
+            os.killpg(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
         self.process.wait(timeout=5)
 
 
 def stop_group(pid: int, timeout: float = 15.0) -> None:
-    """Stop a process group led by `pid`: SIGTERM, wait, then SIGKILL."""
+    """Stop a process group led by `pid` that is not our child (a detached stack): SIGTERM, wait, SIGKILL."""
     try:
         os.killpg(pid, signal.SIGTERM)
     except ProcessLookupError:
