@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from common.cli_keys import keys_app
 from common.errors import ConfigurationError, ConvergenceError
 
 app = typer.Typer(help="Convergence: per-tenant cloud cost data.", no_args_is_help=True, add_completion=False)
@@ -103,6 +104,8 @@ def demo(
         reset_runtime()
     raise typer.Exit(code)
 
+
+app.add_typer(keys_app, name="keys")
 
 local_app = typer.Typer(help="The deployed topology on this machine, with the official emulators.", no_args_is_help=True)
 app.add_typer(local_app, name="local")

@@ -32,6 +32,9 @@ class Runtime:
 
     def close(self) -> None:
         self.bus.close()
+        close_keyring = getattr(self.keyring, "close", None)
+        if close_keyring is not None:
+            close_keyring()
         self.warehouse.close()
 
 
@@ -43,12 +46,14 @@ def build_warehouse(settings: Settings) -> Warehouse:
     raise ConfigurationError("CONVERGENCE_WAREHOUSE: the bigquery adapter is not part of this build; use duckdb")
 
 
-def build_keyring(settings: Settings) -> Keyring:
+def build_keyring(settings: Settings, warehouse: Warehouse) -> Keyring:
     if settings.convergence_keyring == "local":
         from common.crypto.local import LocalKeyring
 
         return LocalKeyring(settings.keyset_path)
-    raise ConfigurationError("CONVERGENCE_KEYRING: the gcp-kms keyring is not part of this build; use local")
+    from common.crypto.gcp_kms import gcp_kms_keyring
+
+    return gcp_kms_keyring(settings, warehouse)
 
 
 def build_local_bus(settings: Settings, **options: object) -> Bus:
@@ -80,7 +85,8 @@ def build_bus(settings: Settings) -> Bus:
 def build_runtime(settings: Settings | None = None) -> Runtime:
     """Adapters for the configured mode."""
     settings = settings or get_settings()
-    return Runtime(settings, build_warehouse(settings), build_bus(settings), build_keyring(settings))
+    warehouse = build_warehouse(settings)
+    return Runtime(settings, warehouse, build_bus(settings), build_keyring(settings, warehouse))
 
 
 _runtime: Runtime | None = None

@@ -7,7 +7,9 @@ from typing import Any
 from common.runtime import Runtime
 from common.warehouse.sql import table_ref
 
-CONTROL_TABLES = ("org_profiles", "org_subscriptions", "org_api_keys", "org_integration_credentials")
+CONTROL_TABLES = (
+    "org_profiles", "org_subscriptions", "org_api_keys", "org_integration_credentials", "tenant_keysets",
+)  # fmt: skip
 
 
 def control_ref(rt: Runtime, table: str) -> str:
