@@ -43,7 +43,9 @@ def build_warehouse(settings: Settings) -> Warehouse:
         from common.warehouse.duckdb import DuckDBWarehouse
 
         return DuckDBWarehouse(settings.duckdb_path)
-    raise ConfigurationError("CONVERGENCE_WAREHOUSE: the bigquery adapter is not part of this build; use duckdb")
+    from common.warehouse.bigquery import BigQueryWarehouse
+
+    return BigQueryWarehouse(settings.gcp_project_id, settings.bigquery_location, settings.bigquery_emulator_host)
 
 
 def build_keyring(settings: Settings, warehouse: Warehouse) -> Keyring:

@@ -29,6 +29,7 @@ class Settings(BaseSettings):
     bigquery_emulator_host: str | None = Field(None, description="BigQuery emulator endpoint, if any.")
     pubsub_emulator_host: str | None = Field(None, description="Pub/Sub emulator host:port, if any.")
     kms_key_name: str | None = Field(None, description="Cloud KMS key for the gcp-kms keyring.")
+    bqemulator_bin: str | None = Field(None, description="bqemulator program for `local up` and tests.")
     control_dataset: str = Field("organizations", pattern=r"^[a-z][a-z0-9_]{2,49}$", description="Control dataset.")
     steps_topic: str = Field("convergence-steps", description="Topic of step messages.")
     schedules_topic: str = Field("convergence-schedules", description="Topic of scheduled and bulk runs.")

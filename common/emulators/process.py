@@ -40,15 +40,18 @@ class ManagedProcess:
 
     def start(self, timeout: float = 120.0) -> ManagedProcess:
         """Start the process and wait until its port accepts connections."""
-        log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
-        self.process = subprocess.Popen(
-            self.command,
-            env={**os.environ, **self.env},
-            cwd=self.cwd,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+        if self.log_path:
+            self.log_path.parent.mkdir(parents=True, exist_ok=True)
+            with open(self.log_path, "ab") as log:  # the child keeps its own copy of the descriptor
+                self.process = subprocess.Popen(
+                    self.command, env={**os.environ, **self.env}, cwd=self.cwd,
+                    stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                )  # fmt: skip
+        else:
+            self.process = subprocess.Popen(
+                self.command, env={**os.environ, **self.env}, cwd=self.cwd,
+                stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, start_new_session=True,
+            )  # fmt: skip
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
