@@ -13,7 +13,6 @@ from typing import Any
 
 from common.bus.base import Bus
 from common.crypto.keyring import Keyring
-from common.errors import ConfigurationError
 from common.settings import Settings, get_settings
 from common.warehouse.base import Warehouse
 
