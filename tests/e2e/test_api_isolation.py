@@ -19,9 +19,9 @@ import pytest
 
 from common.bus.local import LocalBus
 from common.metadata.control import CONTROL_TABLES
-from common.runtime import build_runtime, set_runtime
-from common.settings import get_settings, reset_settings
-from tests.conftest import ROOT_KEY, SETTINGS_VARIABLES, function_client
+from common.runtime import set_runtime
+from tests.conftest import ROOT_KEY, function_client
+from tests.e2e.support import assert_json, runtime_in
 
 TENANTS = ("acme", "globex")
 TENANT_METADATA_TABLES = {"pipeline_runs", "step_logs", "dq_results"}
@@ -33,14 +33,6 @@ CSV = b"sku,amount\nsku_1,10\nsku_2,20\n"
 # -- helpers ---------------------------------------------------------------------------------------
 
 
-def assert_json(response: Any, status: int | set[int]) -> Any:
-    """The response has this status (or one of these) and a JSON body, never HTML or a stack trace."""
-    text = response.get_data(as_text=True)
-    allowed = status if isinstance(status, set) else {status}
-    assert response.status_code in allowed, (response.status_code, text[:800])
-    assert response.mimetype == "application/json", response.mimetype
-    assert "Traceback" not in text and "<html" not in text.lower()
-    return json.loads(text)
 
 
 def assert_refused(response: Any, statuses: set[int] = REFUSED) -> dict[str, Any]:
@@ -93,14 +85,7 @@ def send(
 
 @pytest.fixture(scope="module")
 def _shared_platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SimpleNamespace]:
-    with pytest.MonkeyPatch.context() as mp:
-        for name in SETTINGS_VARIABLES:
-            mp.delenv(name, raising=False)
-        mp.setenv("CONVERGENCE_HOME", str(tmp_path_factory.mktemp("shared") / "home"))
-        mp.setenv("CA_ROOT_API_KEY", ROOT_KEY)
-        reset_settings()
-        rt = build_runtime(get_settings())
-        reset_settings()
+    rt = runtime_in(tmp_path_factory.mktemp("shared") / "home")
     rt.bus.close()
     rt.bus = LocalBus(
         rt.settings.gcp_project_id

@@ -21,8 +21,8 @@ from common.crypto.api_keys import generate_api_key
 from common.crypto.keyring import DecryptionFailed
 from common.metadata.control import CONTROL_TABLES
 from common.runtime import build_runtime, set_runtime
-from common.settings import get_settings, reset_settings
-from tests.conftest import ROOT_KEY, SETTINGS_VARIABLES, function_client
+from tests.conftest import ROOT_KEY, function_client
+from tests.e2e.support import assert_error, assert_json, runtime_in
 
 # CONTRACT §2: the routes the onboard function serves, with their methods.
 ONBOARD_ROUTES = {
@@ -53,24 +53,8 @@ def key_pattern(org: str) -> re.Pattern[str]:
     return re.compile(rf"^{org}_api_[A-Za-z0-9]{{32,}}$")
 
 
-def assert_json(response: Any, status: int) -> Any:
-    """The response has this status and a JSON body, never HTML or a stack trace."""
-    text = response.get_data(as_text=True)
-    assert response.status_code == status, (response.status_code, text[:800])
-    assert response.mimetype == "application/json", response.mimetype
-    assert "Traceback" not in text and "<html" not in text.lower()
-    return json.loads(text)
 
 
-def assert_error(response: Any, status: int, code: str | None = None) -> dict[str, Any]:
-    """A JSON error object with a machine code and a sentence."""
-    body = assert_json(response, status)
-    assert isinstance(body, dict)
-    assert isinstance(body.get("error"), str) and body["error"], body
-    assert isinstance(body.get("message"), str) and body["message"], body
-    if code is not None:
-        assert body["error"] == code, body
-    return body
 
 
 def onboard_body(org: str, **extra: Any) -> dict[str, Any]:
@@ -107,14 +91,7 @@ def _shared_platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Simpl
     Onboarding costs most of a second, so refusal cases (bad keys, bodies, methods) share this platform
     and each proves it left the platform's state exactly as it found it.
     """
-    with pytest.MonkeyPatch.context() as mp:
-        for name in SETTINGS_VARIABLES:
-            mp.delenv(name, raising=False)
-        mp.setenv("CONVERGENCE_HOME", str(tmp_path_factory.mktemp("shared") / "home"))
-        mp.setenv("CA_ROOT_API_KEY", ROOT_KEY)
-        reset_settings()
-        rt = build_runtime(get_settings())
-        reset_settings()
+    rt = runtime_in(tmp_path_factory.mktemp("shared") / "home")
     set_runtime(rt)
     try:
         onboard, trigger = function_client("onboard", "onboard"), function_client("trigger", "trigger")

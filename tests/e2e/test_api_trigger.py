@@ -23,7 +23,8 @@ from common.bus.local import LocalBus
 from common.crypto.api_keys import generate_api_key
 from common.runtime import build_runtime, set_runtime
 from common.settings import get_settings, reset_settings
-from tests.conftest import ROOT_KEY, SETTINGS_VARIABLES, function_client, wait_for_bus
+from tests.conftest import ROOT_KEY, function_client, wait_for_bus
+from tests.e2e.support import assert_error, assert_json, runtime_in
 
 # CONTRACT §2: the routes the trigger function serves, with their methods.
 TRIGGER_ROUTES = {
@@ -78,24 +79,8 @@ SHARED_ROWS = [{"sku": f"sku_{i}", "amount": i * 10} for i in range(5)]
 # -- helpers ---------------------------------------------------------------------------------------
 
 
-def assert_json(response: Any, status: int) -> Any:
-    """The response has this status and a JSON body, never HTML or a stack trace."""
-    text = response.get_data(as_text=True)
-    assert response.status_code == status, (response.status_code, text[:800])
-    assert response.mimetype == "application/json", response.mimetype
-    assert "Traceback" not in text and "<html" not in text.lower()
-    return json.loads(text)
 
 
-def assert_error(response: Any, status: int, code: str | None = None) -> dict[str, Any]:
-    """A JSON error object with a machine code and a sentence."""
-    body = assert_json(response, status)
-    assert isinstance(body, dict)
-    assert isinstance(body.get("error"), str) and body["error"], body
-    assert isinstance(body.get("message"), str) and body["message"], body
-    if code is not None:
-        assert body["error"] == code, body
-    return body
 
 
 def csv_bytes(rows: list[dict[str, Any]]) -> bytes:
@@ -183,14 +168,7 @@ def silence_bus(runtime: Any) -> None:
 @pytest.fixture(scope="module")
 def _shared_platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SimpleNamespace]:
     """One platform with acme (holding a 5-row table) and globex, shared by cases that must change nothing."""
-    with pytest.MonkeyPatch.context() as mp:
-        for name in SETTINGS_VARIABLES:
-            mp.delenv(name, raising=False)
-        mp.setenv("CONVERGENCE_HOME", str(tmp_path_factory.mktemp("shared") / "home"))
-        mp.setenv("CA_ROOT_API_KEY", ROOT_KEY)
-        reset_settings()
-        rt = build_runtime(get_settings())
-        reset_settings()
+    rt = runtime_in(tmp_path_factory.mktemp("shared") / "home")
     silence_bus(rt)
     set_runtime(rt)
     try:
