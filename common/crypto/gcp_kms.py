@@ -28,11 +28,12 @@ from google.cloud.kms_v1.services.key_management_service.transports import KeyMa
 from tink.integration import gcpkms
 
 from common.crypto.keyring import DecryptionFailed
-from common.crypto.tenant_keys import KeyEncryptionKey, TenantKeysetKeyring, WarehouseKeysetStore, Wrapped
+from common.crypto.keyset_store import WarehouseKeysetStore
+from common.crypto.tenant_keys import KeyEncryptionKey, TenantKeysetKeyring, Wrapped
 from common.errors import ConfigurationError, ConvergenceError, DependencyUnavailable
 
 if TYPE_CHECKING:
-    from common.crypto.tenant_keys import KeysetStore
+    from common.crypto.keyset_store import KeysetStore
     from common.settings import Settings
     from common.warehouse.base import Warehouse
 

@@ -27,14 +27,13 @@ from common.cli_keys import keys_app
 from common.crypto.api_keys import KEY_PURPOSE, hash_api_key
 from common.crypto.gcp_kms import CloudKmsKek, GcpKmsKeyring, build_kms_client
 from common.crypto.keyring import DecryptionFailed, associated_data
+from common.crypto.keyset_store import InMemoryKeysetStore, WarehouseKeysetStore
 from common.crypto.local import LocalKeyring
 from common.crypto.tenant_keys import (
     CURRENT,
     KEYSET_PURPOSE,
     AeadKek,
-    InMemoryKeysetStore,
     TenantKeysetKeyring,
-    WarehouseKeysetStore,
     ciphertext_key_id,
 )
 from common.emulators.kms_standin import KmsStandin, start_kms_standin
