@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import threading
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
-from contextlib import AbstractContextManager
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any, Literal
 
 import pyarrow as pa
@@ -14,6 +15,32 @@ from common.metadata.schemas import TableSchema
 WriteMode = Literal["append", "replace"]
 Params = Mapping[str, Any]
 Statement = tuple[str, Params | None]
+
+
+class KeyedLocks:
+    """One lock per key within this process; a key's lock is forgotten once nobody holds or awaits it."""
+
+    def __init__(self) -> None:
+        self._guard = threading.Lock()
+        self._entries: dict[str, list] = {}  # key -> [lock, holders and waiters]
+
+    @contextmanager
+    def hold(self, key: str) -> Iterator[None]:
+        with self._guard:
+            entry = self._entries.setdefault(key, [threading.Lock(), 0])
+            entry[1] += 1
+        try:
+            with entry[0]:
+                yield
+        finally:
+            with self._guard:
+                entry[1] -= 1
+                if entry[1] == 0:
+                    del self._entries[key]
+
+    def __len__(self) -> int:
+        with self._guard:
+            return len(self._entries)
 
 
 class Warehouse(ABC):

@@ -20,7 +20,7 @@ import threading
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import TimeoutError as FutureTimeout
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
 import pyarrow as pa
@@ -39,7 +39,7 @@ from common.errors import (
     NotFound,
 )
 from common.metadata.schemas import TableSchema
-from common.warehouse.base import Params, Statement, Warehouse, WriteMode
+from common.warehouse.base import KeyedLocks, Params, Statement, Warehouse, WriteMode
 from common.warehouse.bigquery_codec import (
     INTERNAL_PREFIX,
     QueryFailed,
@@ -157,7 +157,7 @@ class BigQueryWarehouse(Warehouse):
         # bqemulator 1.4 ignores queryParameters in multi-statement scripts and has no @@row_count.
         self._emulated_transactions = emulator_host is not None
         self._mutex = threading.Lock()
-        self._key_locks: dict[str, threading.Lock] = {}
+        self._key_locks = KeyedLocks()
 
     # -- plumbing ---------------------------------------------------------------------------------------
     @property
@@ -424,13 +424,9 @@ class BigQueryWarehouse(Warehouse):
             self.client.delete_table(self._table(dataset, table), not_found_ok=True, retry=self._retry)
 
     # -- locks ------------------------------------------------------------------------------------------
-    @contextmanager
-    def lock(self, key: str) -> Iterator[None]:
+    def lock(self, key: str) -> AbstractContextManager[None]:
         """Serialise callers in this process only: BigQuery has no lock another instance would respect."""
-        with self._mutex:
-            lock = self._key_locks.setdefault(key, threading.Lock())
-        with lock:
-            yield
+        return self._key_locks.hold(key)
 
     def close(self) -> None:
         with self._mutex:

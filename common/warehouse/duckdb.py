@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -16,7 +16,7 @@ from sqlglot import exp
 
 from common.errors import BadRequest, DependencyUnavailable, NotFound, TerminalError
 from common.metadata.schemas import TableSchema
-from common.warehouse.base import Params, Statement, Warehouse, WriteMode
+from common.warehouse.base import KeyedLocks, Params, Statement, Warehouse, WriteMode
 from common.warehouse.sql import parameter_names, quote_identifier, table_ref
 
 
@@ -65,7 +65,7 @@ class DuckDBWarehouse(Warehouse):
             raise DependencyUnavailable(f"cannot open the DuckDB warehouse at {self.path}: {exc}") from None
         self._conn.execute("SET TimeZone = 'UTC'")
         self._mutex = threading.RLock()
-        self._key_locks: dict[str, threading.Lock] = {}
+        self._key_locks = KeyedLocks()
 
     # -- plumbing -------------------------------------------------------------------------------------
     @contextmanager
@@ -226,12 +226,9 @@ class DuckDBWarehouse(Warehouse):
                 conn.unregister("_incoming_load")
             return data.num_rows
 
-    @contextmanager
-    def lock(self, key: str) -> Iterator[None]:
-        with self._mutex:
-            lock = self._key_locks.setdefault(key, threading.Lock())
-        with lock:
-            yield
+    def lock(self, key: str) -> AbstractContextManager[None]:
+        """In-process serialisation: embedded mode is one process."""
+        return self._key_locks.hold(key)
 
     def close(self) -> None:
         with self._mutex:
