@@ -11,6 +11,7 @@ import typer
 from rich.console import Console
 
 from common.cli_keys import keys_app
+from common.packaging_cli import stage_command
 from common.errors import ConfigurationError, ConvergenceError
 
 app = typer.Typer(help="Convergence: per-tenant cloud cost data.", no_args_is_help=True, add_completion=False)
@@ -106,6 +107,7 @@ def demo(
 
 
 app.add_typer(keys_app, name="keys")
+app.command("stage")(stage_command)
 
 local_app = typer.Typer(help="The deployed topology on this machine, with the official emulators.", no_args_is_help=True)
 app.add_typer(local_app, name="local")

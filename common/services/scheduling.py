@@ -6,7 +6,7 @@ import logging
 from typing import Any
 
 from common.bus.messages import DeadMessage, ScheduleMessage, decode_event
-from common.errors import Conflict, ConvergenceError
+from common.errors import Conflict, ConvergenceError, TerminalError
 from common.metadata import control
 from common.runtime import Runtime, get_runtime
 from common.services import pipelines
@@ -42,5 +42,9 @@ def handle_schedule_event(event: Any) -> None:
     except DeadMessage as exc:
         log.error("dropping schedules message: %s", exc)
         return
-    outcome = start_for_tenants(get_runtime(), message)  # type: ignore[arg-type]
+    try:
+        outcome = start_for_tenants(get_runtime(), message)  # type: ignore[arg-type]
+    except TerminalError as exc:  # e.g. not bootstrapped yet: redelivery cannot help, so acknowledge
+        log.error("schedules message for %s not processed: %s", message.template, exc.message)  # type: ignore[attr-defined]
+        return
     log.info("schedules message for %s: %s", message.template, outcome)  # type: ignore[attr-defined]

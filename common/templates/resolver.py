@@ -29,6 +29,8 @@ PLACEHOLDER_RE = re.compile(r"\{\{|\}\}|\{([A-Za-z_][A-Za-z0-9_]*)\}")
 MAX_STRING_LENGTH = 1000
 TRIGGER_BY_RE = re.compile(r"^[\w.@+\- :/]{1,200}$")
 EARLIEST_DATE = dt.date(2000, 1, 1)
+# Schedules say `date: yesterday`; the run records the UTC day it resolved to.
+RELATIVE_DATES = {"today": 0, "yesterday": 1}
 
 
 class TemplateError(BadRequest):
@@ -63,6 +65,8 @@ def _substitute(text: str, values: Mapping[str, Any], where: str) -> str:
 def coerce_value(name: str, spec: VariableSpec | None, kind: str, value: Any, today: dt.date | None = None) -> Any:
     """Check and convert one variable value to its declared type, or refuse it naming the variable."""
     if kind == "date":
+        if value in RELATIVE_DATES:
+            value = ((today or dt.datetime.now(dt.UTC).date()) - dt.timedelta(days=RELATIVE_DATES[value])).isoformat()
         if isinstance(value, dt.date) and not isinstance(value, dt.datetime):
             parsed = value
         elif isinstance(value, str) and re.fullmatch(r"\d{4}-\d{2}-\d{2}", value):

@@ -579,3 +579,12 @@ def test_list_templates_lists_the_shipped_templates(fresh_template_cache: None) 
     listed = {(p, d, t) for p, d, t, _ in list_templates()}
     assert {("gcp", "cost", "cost_billing"), ("gcp", "example", "dryrun")} <= listed
     assert not {p for p, _, _ in listed} & {"setup", "schemas"}
+
+
+@pytest.mark.parametrize(("word", "expected"), [("yesterday", "2026-02-28"), ("today", "2026-03-01")])
+def test_schedules_may_ask_for_yesterday_or_today(word: str, expected: str) -> None:
+    pipeline = resolve_template(
+        load_template("gcp", "cost", "cost_billing"), tenant_id="acme", provider="gcp", domain="cost",
+        template_name="cost_billing", run_id="r1", request={"date": word}, today=dt.date(2026, 3, 1),
+    )  # fmt: skip
+    assert pipeline.parameters["date"] == expected
