@@ -65,7 +65,7 @@ def _substitute(text: str, values: Mapping[str, Any], where: str) -> str:
 def coerce_value(name: str, spec: VariableSpec | None, kind: str, value: Any, today: dt.date | None = None) -> Any:
     """Check and convert one variable value to its declared type, or refuse it naming the variable."""
     if kind == "date":
-        if value in RELATIVE_DATES:
+        if isinstance(value, str) and value in RELATIVE_DATES:
             value = ((today or dt.datetime.now(dt.UTC).date()) - dt.timedelta(days=RELATIVE_DATES[value])).isoformat()
         if isinstance(value, dt.date) and not isinstance(value, dt.datetime):
             parsed = value

@@ -429,7 +429,6 @@ def test_run_overriding_a_variable_not_declared_overridable_is_400(shared):
     [
         "2024-13-01",
         "2024-02-30",
-        "yesterday",
         "2024/05/01",
         "01-05-2024",
         20240501,
@@ -1021,3 +1020,17 @@ def test_wrong_methods_are_405_json_with_allow(shared, method, path):
     response = getattr(shared.trigger, method)(path, headers=shared.acme)
     assert_error(response, 405)
     assert response.headers.get("Allow")
+
+
+def test_a_run_for_yesterday_records_the_utc_day_it_resolved_to(runtime, trigger_client, two_tenants):
+    from common.bus.local import LocalBus
+
+    runtime.bus.close()
+    runtime.bus = LocalBus("local-project")  # no subscribers: the run stays as created
+    accepted = trigger_client.post(
+        "/api/v1/pipelines/run/acme/gcp/cost/cost_billing", headers=two_tenants["acme"], json={"date": "yesterday"}
+    )
+    assert accepted.status_code == 202, accepted.json
+    import datetime as dt
+
+    assert accepted.json["parameters"]["date"] == (dt.datetime.now(dt.UTC).date() - dt.timedelta(days=1)).isoformat()
