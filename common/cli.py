@@ -11,8 +11,9 @@ import typer
 from rich.console import Console
 
 from common.cli_keys import keys_app
-from common.packaging_cli import stage_command
+from common.cli_output import error_line, fail
 from common.errors import ConfigurationError, ConvergenceError
+from common.packaging_cli import stage_command
 
 app = typer.Typer(help="Convergence: per-tenant cloud cost data.", no_args_is_help=True, add_completion=False)
 console = Console()
@@ -39,16 +40,6 @@ def _interrupt(*_: object) -> None:
     raise KeyboardInterrupt
 
 
-def _error_line(message: str) -> None:
-    """One plain line on stderr: never wrapped, never read as markup."""
-    print(f"error: {' '.join(message.split())}", file=sys.stderr)
-
-
-def _fail(exc: ConvergenceError) -> None:
-    _error_line(exc.message)
-    raise typer.Exit(2)
-
-
 @app.command()
 def serve(
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
@@ -65,9 +56,9 @@ def serve(
         runtime = _prepare_runtime()
         server = make_server(host, port, create_wsgi_app("both"), threaded=True)
     except ConvergenceError as exc:
-        _fail(exc)
+        fail(exc)
     except OSError as exc:
-        _error_line(f"cannot listen on {host}:{port}: {exc.strerror}")
+        error_line(f"cannot listen on {host}:{port}: {exc.strerror}")
         raise typer.Exit(2) from None
     settings = runtime.settings
     console.print(
@@ -100,7 +91,7 @@ def demo(
         runtime = _prepare_runtime()
         code = run_demo(runtime, console, days=days)
     except ConvergenceError as exc:
-        _fail(exc)
+        fail(exc)
     finally:
         reset_runtime()
     raise typer.Exit(code)
@@ -130,7 +121,7 @@ def local_up(
     try:
         stack.start()
     except ConvergenceError as exc:
-        _fail(exc)
+        fail(exc)
     for name in ("onboard", "trigger"):
         print(f"{name}: {stack.endpoints[name]}")
     for name in ("trigger_schedules", "step_execute", "pubsub-emulator", "bigquery-emulator"):
@@ -169,7 +160,7 @@ def main() -> None:
     try:
         app()
     except ConfigurationError as exc:
-        _error_line(exc.message)
+        error_line(exc.message)
         sys.exit(2)
 
 

@@ -6,12 +6,12 @@ common/cli.py registers them with `app.add_typer(keys_app, name="keys")`.
 from __future__ import annotations
 
 import json
-import sys
 from typing import Annotated
 
 import typer
 from rich.console import Console
 
+from common.cli_output import fail
 from common.errors import ConvergenceError
 
 keys_app = typer.Typer(
@@ -41,8 +41,7 @@ def rewrap(
     try:
         report = rewrap_all(get_runtime(), rotation_id=rotation_id)
     except ConvergenceError as exc:
-        print(f"error: {' '.join(exc.message.split())}", file=sys.stderr)
-        raise typer.Exit(2) from None
+        fail(exc)
     finally:
         reset_runtime()
     if as_json:

@@ -5,12 +5,12 @@ common/cli.py registers it with `app.command("stage")(stage_command)`.
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
+from common.cli_output import fail
 from common.errors import ConvergenceError
 
 
@@ -33,7 +33,6 @@ def stage_command(
     try:
         staged = stage_functions(out, functions or FUNCTIONS)
     except ConvergenceError as exc:
-        print(f"error: {' '.join(exc.message.split())}", file=sys.stderr)
-        raise typer.Exit(2) from None
+        fail(exc)
     for function in staged:
         print(function.summary())

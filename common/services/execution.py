@@ -155,10 +155,20 @@ def handle_step_event(event: Any) -> None:
     Pub/Sub marks a message it forwards to the dead-letter topic with CloudPubSubDeadLetterSourceDeliveryCount;
     such a message closes its step as failed instead, so one function can serve both subscriptions.
     """
+    _handle(event, dead_letter_subscription=False)
+
+
+def handle_dead_letter_event(event: Any) -> None:
+    """CloudEvent entry of a dead-letter subscription: every message on it has exhausted its deliveries."""
+    _handle(event, dead_letter_subscription=True)
+
+
+def _handle(event: Any, *, dead_letter_subscription: bool) -> None:
+    """Run or close the step a message names; acknowledge (log and return) what can never be processed."""
     rt = get_runtime()
     try:
         message, attributes, attempt = decode_event(event, StepMessage)
-        if DEAD_LETTER_ATTRIBUTE in attributes:
+        if dead_letter_subscription or DEAD_LETTER_ATTRIBUTE in attributes:
             attempts = int(attributes.get(DEAD_LETTER_ATTRIBUTE) or rt.settings.step_max_attempts)
             _publish(rt, fail_step_after_retries(rt, message, attempts))  # type: ignore[arg-type]
         else:
@@ -167,16 +177,3 @@ def handle_step_event(event: Any) -> None:
         log.error("dropping step message: %s", exc)
     except TerminalError as exc:  # e.g. the tenant or its tables do not exist: redelivery cannot help
         log.error("dropping step message that cannot be processed: %s", exc.message)
-
-
-def handle_dead_letter_event(event: Any) -> None:
-    """CloudEvent entry of a dead-letter subscription: every message on it has exhausted its deliveries."""
-    rt = get_runtime()
-    try:
-        message, attributes, _ = decode_event(event, StepMessage)
-        attempts = int(attributes.get(DEAD_LETTER_ATTRIBUTE) or rt.settings.step_max_attempts)
-        _publish(rt, fail_step_after_retries(rt, message, attempts))  # type: ignore[arg-type]
-    except DeadMessage as exc:
-        log.error("dropping dead-lettered message: %s", exc)
-    except TerminalError as exc:
-        log.error("dropping dead-lettered message that cannot be processed: %s", exc.message)
