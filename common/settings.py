@@ -48,6 +48,23 @@ class Settings(BaseSettings):
     smtp_password: SecretStr | None = Field(None, description="SMTP password.")
     smtp_from: str = Field("convergence@localhost", description="Sender address of notifications.")
     smtp_starttls: bool = Field(True, description="Use STARTTLS with the SMTP server.")
+    openai_api_base: str = Field(
+        "https://api.openai.com", pattern=r"^https?://[^\s/]+(/[^\s]*)?$", description="OpenAI API origin."
+    )
+    anthropic_api_base: str = Field(
+        "https://api.anthropic.com", pattern=r"^https?://[^\s/]+(/[^\s]*)?$", description="Anthropic API origin."
+    )
+    http_timeout_seconds: float = Field(30.0, gt=0, description="Timeout of one provider API request.")
+    http_max_attempts: int = Field(6, ge=1, le=20, description="Attempts of a provider API request on 429/5xx.")
+    http_backoff_seconds: float = Field(1.0, ge=0, description="First backoff between provider API attempts.")
+    file_source_roots: str | None = Field(
+        None,
+        description="Directories (separated by ':') that file sources may read from; CONVERGENCE_HOME/sources"
+        " when unset. Local paths outside them are refused so a tenant cannot read the server's files.",
+    )
+    storage_emulator_host: str | None = Field(
+        None, description="Cloud Storage emulator endpoint, read by the Storage client itself (gs:// sources)."
+    )
 
     @field_validator("ca_root_api_key")
     @classmethod
@@ -78,6 +95,13 @@ class Settings(BaseSettings):
     @property
     def root_key_path(self) -> Path:
         return self.convergence_home / "root_key"
+
+    @property
+    def source_roots(self) -> list[Path]:
+        """Directories whose files a tenant's file source may name (resolved, absolute)."""
+        raw = [p for p in (self.file_source_roots or "").split(":") if p.strip()]
+        roots = [Path(p).expanduser() for p in raw] or [self.convergence_home / "sources"]
+        return [r.resolve() for r in roots]
 
 
 def load_settings() -> Settings:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import pkgutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -10,7 +11,6 @@ from typing import Any
 from common.errors import ConfigurationError
 from common.templates.models import ResolvedPipeline, ResolvedStep
 
-FAMILIES = ("common.processors.setup", "common.processors.bq_etl", "common.processors.dq", "common.processors.notify")
 
 
 @dataclass
@@ -64,10 +64,13 @@ def processor(*names: str) -> Callable[[Processor], Processor]:
 
 
 def _load_families() -> None:
+    """Import every module of this package once: each registers its ps_types on import."""
     global _loaded
     if not _loaded:
-        for module in FAMILIES:
-            importlib.import_module(module)
+        package = importlib.import_module("common.processors")
+        for module in pkgutil.iter_modules(package.__path__):
+            if module.name != "registry":
+                importlib.import_module(f"common.processors.{module.name}")
         _loaded = True
 
 
