@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from common.errors import ConfigurationError
+from common.metadata.reference import load_reference_table
 from common.metadata.schemas import load_schema
 from common.processors.registry import StepContext, StepResult, processor
 from common.warehouse.sql import quote_identifier, table_ref
@@ -23,9 +24,23 @@ class Destination(BaseModel):
 
     table: str = Field(pattern=IDENT)
     schema_name: str | None = Field(None, alias="schema", pattern=IDENT)
-    write_mode: Literal["replace_partition", "truncate", "append"] = "replace_partition"
+    write_mode: Literal["replace_partition", "replace_where", "truncate", "append"] = "replace_partition"
     partition_column: str | None = Field(None, pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,299}$")
-    partition_value: str = Field("date", pattern=r"^[a-z_][a-z0-9_]*$", description="variable naming the partition")
+    partition_value: str = Field(
+        "date", pattern=r"^[a-z_][a-z0-9_]*$", description="variable naming the partition"
+    )
+    replace_where: str | None = Field(
+        None,
+        description="replace_where: the template's condition (values as @params) of the rows a run replaces",
+    )
+
+    @model_validator(mode="after")
+    def _replace_where_needs_condition(self) -> Destination:
+        if (self.write_mode == "replace_where") != bool(self.replace_where):
+            raise ValueError(
+                "replace_where (the condition) goes with write_mode: replace_where, and only with it"
+            )
+        return self
 
 
 class EtlConfig(BaseModel):
@@ -33,7 +48,13 @@ class EtlConfig(BaseModel):
 
     sql: str = Field(min_length=1)
     destination: Destination
-    source_tables: list[str] = Field(default_factory=list, description="tenant tables created empty if absent")
+    source_tables: list[str] = Field(
+        default_factory=list, description="tenant tables created empty if absent"
+    )
+    reference_tables: list[str] = Field(
+        default_factory=list,
+        description="platform reference tables (configs/reference/*.csv) loaded into the dataset",
+    )
 
 
 @processor("gcp.bq_etl", "gcp.bigquery_to_bigquery")
@@ -42,6 +63,8 @@ def run_etl(ctx: StepContext) -> StepResult:
     wh, dataset, dest = ctx.warehouse, ctx.tenant_id, config.destination
     for source in config.source_tables:
         wh.create_table(dataset, load_schema("tenant", source))
+    for reference in config.reference_tables:
+        load_reference_table(wh, dataset, reference)
     schema = load_schema("tenant", dest.schema_name or dest.table).model_copy(update={"name": dest.table})
     wh.create_table(dataset, schema)
 
@@ -51,15 +74,24 @@ def run_etl(ctx: StepContext) -> StepResult:
     statements: list[tuple[str, dict | None]] = []
     if dest.write_mode == "replace_partition":
         if not dest.partition_column or dest.partition_value not in params:
-            raise ConfigurationError(f"step {ctx.step.step_id}: replace_partition needs partition_column and a variable")
+            raise ConfigurationError(
+                f"step {ctx.step.step_id}: replace_partition needs partition_column and a variable"
+            )
         statements.append(
             (
                 f"DELETE FROM {target} WHERE {quote_identifier(dest.partition_column)} = @{dest.partition_value}",
                 params,
             )
         )
+    elif dest.write_mode == "replace_where":
+        statements.append((f"DELETE FROM {target} WHERE {dest.replace_where}", params))
     elif dest.write_mode == "truncate":
         statements.append((f"DELETE FROM {target} WHERE TRUE", None))
-    statements.append((f"INSERT INTO {target} ({columns}) SELECT {columns} FROM ({config.sql.rstrip().rstrip(';')})", params))
+    statements.append(
+        (
+            f"INSERT INTO {target} ({columns}) SELECT {columns} FROM ({config.sql.rstrip().rstrip(';')})",
+            params,
+        )
+    )
     counts = wh.run_atomically(statements)
     return StepResult(rows_processed=counts[-1], details={"table": dest.table, "write_mode": dest.write_mode})

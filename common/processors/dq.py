@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from common.errors import StepFailed
 from common.metadata.schemas import load_schema
+from common.processors.reconcile import reconcile
 from common.processors.registry import StepContext, StepResult, processor
 from common.services.runs import utcnow
 from common.warehouse.sql import quote_identifier, table_ref
@@ -22,13 +23,18 @@ class Check(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str | None = Field(None, pattern=r"^[A-Za-z0-9_.\-]{1,100}$")
-    type: Literal["not_null", "unique", "row_count", "accepted_values", "expression"]
+    type: Literal["not_null", "unique", "row_count", "accepted_values", "expression", "reconcile"]
     column: str | None = Field(None, pattern=COLUMN)
     columns: list[str] = Field(default_factory=list)
     values: list[Any] = Field(default_factory=list)
     min: int | None = None
     max: int | None = None
     expression: str | None = None
+    source: str | None = Field(
+        None, description="reconcile: SELECT of key columns and `total` from the source"
+    )
+    target: str | None = Field(None, description="reconcile: the same keys and `total` from the output")
+    tolerance: float = Field(1e-6, ge=0, le=1, description="reconcile: largest relative difference accepted")
     severity: Literal["error", "warn"] = "error"
 
     @model_validator(mode="after")
@@ -47,6 +53,8 @@ class Check(BaseModel):
             raise ValueError("expression needs `expression`")
         if self.type == "row_count" and self.min is None and self.max is None:
             raise ValueError("row_count needs `min` or `max`")
+        if self.type == "reconcile" and not (self.source and self.target):
+            raise ValueError("reconcile needs `source` and `target` queries")
         return self
 
     @property
@@ -67,6 +75,8 @@ def _failures(ctx: StepContext, config: DqConfig, check: Check) -> tuple[int, st
     source = table_ref(ctx.tenant_id, config.table)
     where = f"({config.where})" if config.where else "TRUE"
     params = dict(ctx.params)
+    if check.type == "reconcile":
+        return reconcile(ctx.warehouse, check.source or "", check.target or "", params, check.tolerance)
     if check.type == "not_null":
         sql = f"SELECT COUNT(*) AS n FROM {source} WHERE {where} AND {quote_identifier(check.column)} IS NULL"
     elif check.type == "unique":
@@ -123,7 +133,9 @@ def run_checks(ctx: StepContext) -> StepResult:
     ctx.warehouse.insert_rows(ctx.tenant_id, "dq_results", results)
     errors = [r for r in results if r["status"] == "FAIL" and r["severity"] == "error"]
     if errors:
-        detail = "; ".join(f"{r['check_name']} ({r['check_type']}) observed {r['observed_value']}" for r in errors)
+        detail = "; ".join(
+            f"{r['check_name']} ({r['check_type']}) observed {r['observed_value']}" for r in errors
+        )
         raise StepFailed(f"data-quality checks failed on {config.table}: {detail}", code="dq_failed")
     warnings = sum(1 for r in results if r["status"] == "FAIL")
     return StepResult(rows_processed=len(results), details={"checks": len(results), "warnings": warnings})

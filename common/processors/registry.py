@@ -12,7 +12,6 @@ from common.errors import ConfigurationError
 from common.templates.models import ResolvedPipeline, ResolvedStep
 
 
-
 @dataclass
 class StepContext:
     """What a processor may use: the runtime's adapters, the run, the resolved step and its variables."""

@@ -14,7 +14,7 @@ from common.templates.models import PipelineTemplate
 from common.tenancy import validate_template_segment
 
 # configs/ folders that are not providers: tenants can never run what is in them.
-NON_PROVIDER_DIRS = frozenset({"setup", "schemas"})
+NON_PROVIDER_DIRS = frozenset({"setup", "schemas", "reference"})
 
 
 def _parse(path: Path) -> PipelineTemplate:
