@@ -6,6 +6,8 @@ import re
 from functools import lru_cache
 from typing import Any
 
+from pydantic import BaseModel
+
 from common.api.routes import routes_for
 
 STATUS_TEXT = {
@@ -31,6 +33,33 @@ ERROR_SCHEMA = {
 }
 
 
+def _hoist(schema: dict[str, Any], components: dict[str, Any]) -> dict[str, Any]:
+    """Move a model schema's $defs into components (refs already point there)."""
+    for name, definition in schema.pop("$defs", {}).items():
+        components[name] = definition
+    return schema
+
+
+def _query_parameters(model: type[BaseModel], components: dict[str, Any]) -> list[dict[str, Any]]:
+    """One optional query parameter per model field, with its type, enum, pattern, default and text."""
+    schema = _hoist(model.model_json_schema(ref_template="#/components/schemas/{model}"), components)
+    parameters = []
+    for name, prop in schema.get("properties", {}).items():
+        prop = dict(prop)
+        description = prop.pop("description", "")
+        prop.pop("title", None)
+        options = [p for p in prop.pop("anyOf", []) if p.get("type") != "null"]
+        if len(options) == 1:
+            prop = {**options[0], **prop}
+        elif options:
+            prop["anyOf"] = options
+        if prop.get("default", 0) is None:
+            del prop["default"]
+        parameters.append({"name": name, "in": "query", "required": name in schema.get("required", []),
+                           "description": description, "schema": prop})  # fmt: skip
+    return parameters
+
+
 @lru_cache(maxsize=4)
 def openapi_document(group: str = "both") -> dict[str, Any]:
     """OpenAPI 3.1 for the routes a function serves."""
@@ -49,18 +78,32 @@ def openapi_document(group: str = "both") -> dict[str, Any]:
             {"name": name, "in": "header", "required": False, "description": text, "schema": {"type": "string"}}
             for name, text in route.headers.items()
         ]  # fmt: skip
+        query_model = getattr(route, "query_model", None)
+        if query_model is not None:
+            parameters += _query_parameters(query_model, components)
+        response_schema: dict[str, Any] = {"type": "object"}
+        response_model = getattr(route, "response_model", None)
+        if response_model is not None:
+            components[response_model.__name__] = _hoist(
+                response_model.model_json_schema(
+                    by_alias=True, mode="serialization", ref_template="#/components/schemas/{model}"
+                ),
+                components,
+            )
+            response_schema = {"$ref": f"#/components/schemas/{response_model.__name__}"}
+        error_descriptions = getattr(route, "error_descriptions", {})
         operation: dict[str, Any] = {
             "operationId": route.handler.__name__,
             "summary": route.summary,
             "parameters": parameters,
             "responses": {
                 str(route.status): {"description": STATUS_TEXT[route.status],
-                                    "content": {"application/json": {"schema": {"type": "object"}}}},
+                                    "content": {"application/json": {"schema": response_schema}}},
             },
         }  # fmt: skip
         for status in sorted(set(route.errors) | {405}):
             operation["responses"][str(status)] = {
-                "description": STATUS_TEXT[status],
+                "description": error_descriptions.get(status, STATUS_TEXT[status]),
                 "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
             }
         if route.auth == "root":
@@ -71,9 +114,7 @@ def openapi_document(group: str = "both") -> dict[str, Any]:
             operation["security"] = [{"rootKey": []}, {"apiKey": []}]
         if route.request_model is not None:
             schema = route.request_model.model_json_schema(ref_template="#/components/schemas/{model}")
-            for name, definition in schema.pop("$defs", {}).items():
-                components[name] = definition
-            components[route.request_model.__name__] = schema
+            components[route.request_model.__name__] = _hoist(schema, components)
             operation["requestBody"] = {
                 "required": False,
                 "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{route.request_model.__name__}"}}},

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any
 
+from pydantic import BaseModel
+
+from common.api.cost_models import CostSummary, CostSummaryQuery
 from common.api.http import RequestContext, Route, read_body
 from common.api.models import (
     BootstrapRequest,
@@ -14,8 +18,17 @@ from common.api.models import (
     RunRequest,
 )
 from common.errors import BadRequest, ConvergenceError
-from common.services import data, integrations, onboarding, pipelines
+from common.services import costs, data, integrations, onboarding, pipelines
 from common.services.runs import RUN_STATUSES
+
+
+@dataclass
+class ModelRoute(Route):
+    """A route whose query string and answer are pydantic models, so OpenAPI gives their exact schemas."""
+
+    query_model: type[BaseModel] | None = None
+    response_model: type[BaseModel] | None = None
+    error_descriptions: dict[int, str] = field(default_factory=dict)
 
 
 def health(ctx: RequestContext) -> tuple[int, Any]:
@@ -124,6 +137,10 @@ def read_table(ctx: RequestContext, org: str, table: str) -> tuple[int, Any]:
     return 200, data.read_table(ctx.runtime, org, table, args.get("limit"), args.get("offset"))
 
 
+def cost_summary(ctx: RequestContext, org: str) -> tuple[int, Any]:
+    return 200, costs.summarise(ctx.runtime, org, costs.parse_query(ctx.request.args.lists()))
+
+
 TENANT_ERRORS = (400, 401, 403, 404, 413, 503)
 ROUTES: list[Route] = [
     Route("GET", "/health", health, "none", "both", "Liveness and warehouse reachability", errors=(503,)),
@@ -169,6 +186,15 @@ ROUTES: list[Route] = [
           errors=(401, 403, 503)),
     Route("GET", "/api/v1/data/<org>/tables/<table>", read_table, "tenant", "trigger", "A page of a table's rows",
           query={"limit": "1-1000, default 100", "offset": "default 0"}, errors=(400, 401, 403, 404, 503)),
+    ModelRoute("GET", "/api/v1/costs/<org>/summary", cost_summary, "tenant", "trigger",
+               "Costs of focus_costs in a date range by provider, service or day; currencies never mixed",
+               errors=(400, 401, 403, 422, 503), query_model=CostSummaryQuery, response_model=CostSummary,
+               error_descriptions={
+                   400: "Bad query parameter (error invalid_query, naming it in parameter)",
+                   422: "convert_to needs a rate missing from exchange_rates (missing_exchange_rate), "
+                        "exchange_rates or focus_costs is unusable (invalid_exchange_rates, "
+                        "ambiguous_exchange_rate, invalid_focus_costs)",
+               }),
 ]  # fmt: skip
 
 

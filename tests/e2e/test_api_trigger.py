@@ -38,6 +38,7 @@ TRIGGER_ROUTES = {
     ("post", "/api/v1/data/{org}/uploads/{table}"),
     ("get", "/api/v1/data/{org}/tables"),
     ("get", "/api/v1/data/{org}/tables/{table}"),
+    ("get", "/api/v1/costs/{org}/summary"),
 }
 PARAM = re.compile(r"\{[a-z_]+\}")
 RUN_FIELDS = {
