@@ -133,10 +133,11 @@ locals {
 
   # Who calls what. Cloud KMS (common/crypto/tenant_keys.py through gcp_kms.py): onboard wraps a new
   # tenant's keyset (Encrypt) and unwraps an existing one to encrypt API-key copies and integration
-  # credentials (Decrypt); no other function uses the keyring today. A processor that reads integration
-  # credentials (integrations.read_credential) makes step_execute a decrypter: tests/terraform checks.
+  # credentials (Decrypt). The source loaders of step_execute decrypt a tenant's integration credential
+  # inside the step that needs it (integrations.read_integration), so step_execute is a decrypter too:
+  # tests/terraform checks this against the code.
   kms_encrypters = ["onboard"]
-  kms_decrypters = ["onboard"]
+  kms_decrypters = ["onboard", "step_execute"]
   # Step messages are published when a run starts (trigger, trigger_schedules) and after each step.
   steps_publishers = ["trigger", "trigger_schedules", "step_execute"]
   # BigQuery: onboard creates tenant datasets; the others read and write tables of existing datasets.

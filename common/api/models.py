@@ -40,8 +40,21 @@ class CustomerOnboardRequest(Strict):
 
 
 class IntegrationSetupRequest(Strict):
-    credential: str | dict[str, Any] = Field(description="The secret: a key, or a JSON object such as a service account.")
-    settings: dict[str, Any] = Field(default_factory=dict, description="Non-secret settings (table ids, locations).")
+    """A provider credential and its settings; the format of both is checked per provider before storing."""
+
+    credential: str | dict[str, Any] = Field(
+        description="The secret, encrypted at rest and never echoed. gcp: a service account key file (object, or "
+        "a string holding its JSON); aws: {aws_access_key_id, aws_secret_access_key[, aws_session_token]} or a "
+        "role ARN arn:aws:iam::<account>:role/<name>; azure: {tenant_id, client_id, client_secret}; openai: "
+        "an admin key sk-admin-...; anthropic: an admin key sk-ant-admin...; deepseek: a key sk-...",
+    )
+    settings: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Non-secret settings, listed with the integration. gcp: billing_export_table "
+        "(project.dataset.table); aws: cur_location (gs://bucket/path or an absolute path), cur_version "
+        "(auto|legacy|2.0); azure: export_location (gs://bucket/path or an absolute path); openai: "
+        "organization_id (org-...), optional; anthropic, deepseek: none.",
+    )
 
     @field_validator("credential")
     @classmethod

@@ -26,7 +26,7 @@ from tests.e2e.support import assert_json, runtime_in
 TENANTS = ("acme", "globex")
 TENANT_METADATA_TABLES = {"pipeline_runs", "step_logs", "dq_results"}
 REFUSED = {400, 403, 404, 422}
-SECRET = "acme-secret-credential-0123456789"
+SECRET = "sk-AcmeSecretCredential0123456789"  # a DeepSeek key
 CSV = b"sku,amount\nsku_1,10\nsku_2,20\n"
 
 
@@ -118,7 +118,7 @@ def _shared_platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Simpl
             runs[org] = assert_json(run, 202)["pipeline_logging_id"]
         assert_json(
             onboard.post(
-                "/api/v1/integrations/acme/gcp/setup", headers=keys["acme"], json={"credential": SECRET}
+                "/api/v1/integrations/acme/deepseek/setup", headers=keys["acme"], json={"credential": SECRET}
             ),
             200,
         )
@@ -243,7 +243,7 @@ def test_a_tenants_integrations_never_appear_for_the_other(shared):
     acme = assert_json(shared.onboard.get("/api/v1/integrations/acme", headers=shared.acme), 200)[
         "integrations"
     ]
-    assert [i["provider"] for i in acme] == ["gcp"]
+    assert [i["provider"] for i in acme] == ["deepseek"]
     globex = shared.onboard.get("/api/v1/integrations/globex", headers=shared.globex)
     assert assert_json(globex, 200)["integrations"] == []
     for response in (globex, shared.onboard.get("/api/v1/integrations/acme", headers=shared.acme)):
@@ -548,12 +548,17 @@ def test_hostile_text_values_are_stored_literally(
         "SELECT company_name FROM organizations.org_profiles WHERE org_slug = @org", {"org": "obrien"}
     )
     assert profile == [{"company_name": COMPANY}]
-    settings = {"billing_table": "p.d.t'; DROP TABLE org_integration_credentials; --", "note": "`x`; --"}
+    # a local path may hold quotes, semicolons and backticks: stored as given, never executed
+    settings = {
+        "cur_location": "/data/cur'; DROP TABLE org_integration_credentials; --/`x`; --",
+        "cur_version": "auto",
+    }
+    credential = {"aws_access_key_id": "AKIAOBRIEN0123456789", "aws_secret_access_key": "o" * 40}
     assert_json(
         onboard_client.post(
-            "/api/v1/integrations/obrien/gcp/setup",
+            "/api/v1/integrations/obrien/aws/setup",
             headers={"X-API-Key": created["api_key"]},
-            json={"credential": "c", "settings": settings},
+            json={"credential": credential, "settings": settings},
         ),
         200,
     )

@@ -16,6 +16,8 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 
 from common.crypto.api_keys import generate_api_key
 from common.crypto.keyring import DecryptionFailed
@@ -46,7 +48,7 @@ TENANT_TABLES = {"pipeline_runs", "step_logs", "dq_results"}
 CHECK_STATUSES = {"passed", "failed", "warning"}
 RESERVED_SLUGS = ["organizations", "information_schema", "pg_catalog", "main", "system", "temp"]
 PARAM = re.compile(r"\{[a-z_]+\}")
-SECRET = "sk-live-S3cr3t-Value-That-Must-Never-Leak-0123456789"
+SECRET = "sk-admin-S3cr3t-Value-That-Must-Never-Leak-0123456789"  # an OpenAI admin key
 
 
 def key_pattern(org: str) -> re.Pattern[str]:
@@ -608,81 +610,105 @@ def every_table_text(trigger_client: Any, org: str, headers: dict[str, str]) -> 
     return "\n".join(texts)
 
 
-@pytest.mark.parametrize(
-    "credential",
-    [
-        SECRET,
-        {"type": "service_account", "project_id": "p", "private_key": SECRET, "client_email": "a@p.iam"},
-    ],
-    ids=["string", "service-account"],
-)
+def service_account_key_file() -> tuple[dict[str, Any], str]:
+    """A key file with a freshly generated private key, and one line of that key (the secret to look for)."""
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ).decode()
+    key_file = {
+        "type": "service_account",
+        "project_id": "acme-billing-prod",
+        "private_key": pem,
+        "client_email": "convergence@acme-billing-prod.iam.gserviceaccount.com",
+    }
+    return key_file, pem.splitlines()[4]
+
+
+INTEGRATION_CASES = {  # credential kind → provider, (credential, secret within it), settings
+    "string": ("openai", lambda: (SECRET, SECRET), {"organization_id": "org-AcmeBilling01"}),
+    "service-account": (
+        "gcp",
+        service_account_key_file,
+        {"billing_export_table": "acme-billing-prod.billing.gcp_billing_export_v1_0123AB_456789_ABCDEF"},
+    ),
+}
+
+
+@pytest.mark.parametrize("kind", list(INTEGRATION_CASES))
 def test_integration_secret_is_stored_encrypted_and_never_shown(
-    runtime, onboard_client, trigger_client, two_tenants, credential
+    runtime, onboard_client, trigger_client, two_tenants, kind
 ):
+    provider, make_credential, settings = INTEGRATION_CASES[kind]
+    credential, secret = make_credential()
     acme = two_tenants["acme"]
     response = onboard_client.post(
-        "/api/v1/integrations/acme/gcp/setup",
+        f"/api/v1/integrations/acme/{provider}/setup",
         headers=acme,
-        json={"credential": credential, "settings": {"billing_table": "p.d.t"}},
+        json={"credential": credential, "settings": settings},
     )
     body = assert_json(response, 200)
-    assert body["org_slug"] == "acme" and body["provider"] == "gcp"
-    assert body["status"] and isinstance(body["validated"], bool)
-    assert SECRET not in response.get_data(as_text=True)
+    assert body["org_slug"] == "acme" and body["provider"] == provider
+    assert body["status"] == "ACTIVE" and body["validated"] is True
+    assert secret not in response.get_data(as_text=True)
 
     listing = onboard_client.get("/api/v1/integrations/acme", headers=acme)
     integrations = assert_json(listing, 200)["integrations"]
-    assert [i["provider"] for i in integrations] == ["gcp"]
+    assert [i["provider"] for i in integrations] == [provider]
     assert integrations[0]["status"] and integrations[0]["created_at"]
-    assert SECRET not in listing.get_data(as_text=True)
+    assert integrations[0]["settings"] == settings
+    assert secret not in listing.get_data(as_text=True)
 
     for org in ("acme", "globex"):
-        assert SECRET not in every_table_text(trigger_client, org, two_tenants[org])
+        assert secret not in every_table_text(trigger_client, org, two_tenants[org])
 
     rows = stored_credentials(runtime, "acme")
     assert len(rows) == 1
     stored = rows[0]["encrypted_credential"]
-    assert SECRET not in json.dumps(rows, default=str)
-    assert base64.b64encode(SECRET.encode()).decode() not in json.dumps(rows, default=str)
+    assert secret not in json.dumps(rows, default=str)
+    assert base64.b64encode(secret.encode()).decode() not in json.dumps(rows, default=str)
     ciphertext = base64.b64decode(stored)
-    plaintext = runtime.keyring.decrypt("acme", "integration:gcp", ciphertext).decode()
-    assert SECRET in plaintext
+    plaintext = runtime.keyring.decrypt("acme", f"integration:{provider}", ciphertext).decode()
+    assert secret in plaintext
     with pytest.raises(DecryptionFailed):
-        runtime.keyring.decrypt("globex", "integration:gcp", ciphertext)
+        runtime.keyring.decrypt("globex", f"integration:{provider}", ciphertext)
     with pytest.raises(DecryptionFailed):
         runtime.keyring.decrypt("acme", "integration:aws", ciphertext)
 
     runtime.warehouse.execute("CHECKPOINT")
-    assert SECRET.encode() not in runtime.settings.duckdb_path.read_bytes()
+    assert secret.encode() not in runtime.settings.duckdb_path.read_bytes()
 
 
 def test_integration_setup_replaces_the_earlier_credential_of_a_provider(
     runtime, onboard_client, two_tenants
 ):
     acme = two_tenants["acme"]
-    for secret in ("first-secret-value", "second-secret-value"):
+    for secret in ("sk-FirstSecretValue0123456789", "sk-SecondSecretValue0123456789"):
         assert_json(
             onboard_client.post(
-                "/api/v1/integrations/acme/gcp/setup", headers=acme, json={"credential": secret}
+                "/api/v1/integrations/acme/deepseek/setup", headers=acme, json={"credential": secret}
             ),
             200,
         )
+    aws = {"aws_access_key_id": "AKIAACME012345678901", "aws_secret_access_key": "a" * 40}
     assert_json(
         onboard_client.post(
-            "/api/v1/integrations/acme/aws/setup", headers=acme, json={"credential": "aws-secret-value"}
+            "/api/v1/integrations/acme/aws/setup",
+            headers=acme,
+            json={"credential": aws, "settings": {"cur_location": "gs://acme-cur/reports"}},
         ),
         200,
     )
     integrations = assert_json(onboard_client.get("/api/v1/integrations/acme", headers=acme), 200)[
         "integrations"
     ]
-    assert sorted(i["provider"] for i in integrations) == ["aws", "gcp"]
+    assert sorted(i["provider"] for i in integrations) == ["aws", "deepseek"]
     rows = {r["provider"]: r for r in stored_credentials(runtime, "acme")}
-    assert set(rows) == {"aws", "gcp"}
+    assert set(rows) == {"aws", "deepseek"}
     decrypted = runtime.keyring.decrypt(
-        "acme", "integration:gcp", base64.b64decode(rows["gcp"]["encrypted_credential"])
+        "acme", "integration:deepseek", base64.b64decode(rows["deepseek"]["encrypted_credential"])
     )
-    assert decrypted == b"second-secret-value"
+    assert decrypted == b"sk-SecondSecretValue0123456789"
     # globex sees none of acme's integrations
     globex = assert_json(
         onboard_client.get("/api/v1/integrations/globex", headers=two_tenants["globex"]), 200

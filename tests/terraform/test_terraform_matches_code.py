@@ -323,7 +323,7 @@ def test_kms_roles_follow_the_code_that_calls_the_keyring(plain: Instance) -> No
     assert encrypters == ["onboard"]
     processors = REPO / "common" / "processors"
     reads_secrets = any(
-        re.search(r"read_credential|\.keyring\b", p.read_text()) for p in processors.glob("*.py")
+        re.search(r"read_credential|read_integration|\.keyring\b", p.read_text()) for p in processors.glob("*.py")
     )
     assert decrypters == ({"onboard", "step_execute"} if reads_secrets else {"onboard"})
     kms = module_instance(plain, "kms")

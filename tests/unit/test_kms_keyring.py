@@ -288,10 +288,23 @@ def two_tenants_with_secrets(kms_runtime, onboard_org) -> dict[str, str]:
     """acme and globex onboarded (API keys issued) with credentials of two providers each; their API keys."""
     keys = {org: onboard_org(org) for org in ("acme", "globex")}
     for org in keys:
-        for provider in ("gcp", "aws"):
-            request = IntegrationSetupRequest(credential={"secret": f"{org}-{provider}"})
+        for provider, request in setup_requests(org).items():
             integrations.setup_integration(kms_runtime, org, provider, request)
     return keys
+
+
+def deepseek_key(org: str) -> str:
+    return f"sk-{org}Secret0123456789abcdefgh"
+
+
+def setup_requests(org: str) -> dict[str, IntegrationSetupRequest]:
+    """Two providers' credentials of one tenant, in their providers' formats."""
+    return {
+        "deepseek": IntegrationSetupRequest(credential=deepseek_key(org)),
+        "aws": IntegrationSetupRequest(
+            credential=f"arn:aws:iam::123456789012:role/{org}-cur-reader", settings={"cur_location": "/srv/cur"}
+        ),
+    }
 
 
 def stored_ciphertexts(rt: Runtime) -> list[tuple[str, str, bytes]]:
@@ -320,7 +333,7 @@ def assert_all_under_primary_and_readable(rt: Runtime, standin: KmsStandin, keys
             {"h": hash_api_key(key)},
         )
         assert fresh.decrypt(org, KEY_PURPOSE, base64.b64decode(rows[0]["encrypted_key"])).decode() == key
-        assert integrations.read_credential(rt, org, "gcp") == f'{{"secret": "{org}-gcp"}}'
+        assert integrations.read_credential(rt, org, "deepseek") == deepseek_key(org)
 
 
 def test_rewrap_reencrypts_everything_under_the_new_primary(
