@@ -34,11 +34,22 @@ def _keep_dates(node: exp.Expression) -> exp.Expression:
     return node
 
 
+# GoogleSQL NUMERIC is DECIMAL(38, 9) and BIGNUMERIC (76, 38); bare DECIMAL in DuckDB is (18, 3).
+_DECIMALS = {exp.DataType.Type.DECIMAL: (38, 9), exp.DataType.Type.BIGDECIMAL: (38, 18)}
+
+
+def _keep_precision(node: exp.Expression) -> exp.Expression:
+    if isinstance(node, exp.DataType) and node.this in _DECIMALS and not node.expressions:
+        precision, scale = _DECIMALS[node.this]
+        return exp.DataType.build(f"DECIMAL({precision}, {scale})")
+    return node
+
+
 @lru_cache(maxsize=2048)
 def to_duckdb(sql: str) -> str:
     """GoogleSQL → DuckDB SQL (semicolon-joined when the text holds several statements)."""
     trees = [tree for tree in sqlglot.parse(sql, read="bigquery") if tree is not None]
-    return ";\n".join(tree.transform(_keep_dates).sql("duckdb") for tree in trees)
+    return ";\n".join(tree.transform(_keep_dates).transform(_keep_precision).sql("duckdb") for tree in trees)
 
 
 def _bound(sql: str, params: Params | None) -> dict[str, Any]:
