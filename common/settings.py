@@ -62,6 +62,9 @@ class Settings(BaseSettings):
         description="Directories (separated by ':') that file sources may read from; CONVERGENCE_HOME/sources"
         " when unset. Local paths outside them are refused so a tenant cannot read the server's files.",
     )
+    focus_validator_bin: str | None = Field(
+        None, description="focus-validator program (FOCUS conformance); .venv-focus/bin/focus-validator when unset."
+    )
     storage_emulator_host: str | None = Field(
         None, description="Cloud Storage emulator endpoint, read by the Storage client itself (gs:// sources)."
     )

@@ -37,7 +37,8 @@ def focus_arrow_table(wh: Warehouse, tenant_id: str, *, sources: list[str] | Non
     if sources:
         where, params = "x_Source IN UNNEST(@sources)", {"sources": list(sources)}
     rows = wh.query(
-        f"SELECT * FROM {table_ref(tenant_id, FOCUS_TABLE)} WHERE {where} ORDER BY ChargePeriodStart, x_Source", params
+        f"SELECT * FROM {table_ref(tenant_id, FOCUS_TABLE)} WHERE {where} ORDER BY ChargePeriodStart, x_Source",
+        params,
     )
     columns = {name: [row.get(name) for row in rows] for name in schema.column_names}
     for name, values in columns.items():
