@@ -60,7 +60,8 @@ class Settings(BaseSettings):
     file_source_roots: str | None = Field(
         None,
         description="Directories (separated by ':') that file sources may read from; CONVERGENCE_HOME/sources"
-        " when unset. Local paths outside them are refused so a tenant cannot read the server's files.",
+        " when unset. A tenant reads only its own folder <root>/<tenant_id>/ of each; anything else is refused,"
+        " so a tenant can read neither the server's files nor another tenant's.",
     )
     focus_validator_bin: str | None = Field(
         None, description="focus-validator program (FOCUS conformance); .venv-focus/bin/focus-validator when unset."

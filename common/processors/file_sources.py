@@ -113,6 +113,7 @@ def load_files(ctx: StepContext) -> StepResult:
         required=config.required_columns,
         optional=config.optional_columns,
         gcs=lambda: _gcs_reader(ctx),
+        tenant_id=ctx.tenant_id,
     )
     rows = ctx.warehouse.load_arrow(ctx.tenant_id, config.table, loaded.table, mode="replace")
     return StepResult(

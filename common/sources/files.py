@@ -298,9 +298,13 @@ def _gcs_files(location: str, declared: Format, reader: Any) -> list[SourceFile]
 
 
 def list_location(
-    location: str, settings: Settings, declared: Format, gcs: Callable[[], Any]
+    location: str, settings: Settings, declared: Format, gcs: Callable[[], Any], tenant_id: str | None = None
 ) -> list[SourceFile]:
-    """The files a location names, sorted; none is `source_empty`."""
+    """The files a location names, sorted; none is `source_empty`.
+
+    With a tenant, local paths are confined to that tenant's folder of each source root
+    (`<root>/<tenant_id>/`), so one tenant can never name another tenant's files.
+    """
     location = location.strip()
     scheme = _SCHEME.match(location)
     if location.startswith("gs://"):
@@ -314,7 +318,8 @@ def list_location(
             code="unsupported_location",
         )
     else:
-        files = _local_files(location, settings.source_roots, declared)
+        roots = settings.source_roots
+        files = _local_files(location, [root / tenant_id for root in roots] if tenant_id else roots, declared)
     if not files:
         raise TerminalError(f"no csv, ndjson or parquet files at {location}", code="source_empty")
     return files
@@ -342,6 +347,7 @@ def read_location(
     required: Sequence[str] = (),
     optional: Sequence[str] = (),
     gcs: Callable[[], Any] | None = None,
+    tenant_id: str | None = None,
 ) -> LoadedFiles:
     """Read every file of a location into one all-STRING table with a `_source_file` column.
 
@@ -356,7 +362,7 @@ def read_location(
             return GcsReader.from_settings(settings)
 
     tables: list[pa.Table] = []
-    files = list_location(location, settings, declared, gcs)
+    files = list_location(location, settings, declared, gcs, tenant_id)
     for file in files:
         try:
             data = file.fetch()

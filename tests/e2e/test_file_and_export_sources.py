@@ -125,7 +125,7 @@ def cur2_parquet(path: Path, rows: int) -> None:
 def source_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """FILE_SOURCE_ROOTS for the platform under test (set before its runtime is built)."""
     root = tmp_path / "sources"
-    root.mkdir()
+    (root / "acme").mkdir(parents=True)  # a tenant reads only its own folder of each root
     monkeypatch.setenv("FILE_SOURCE_ROOTS", str(root))
     monkeypatch.delenv("STORAGE_EMULATOR_HOST", raising=False)
     reset_settings()
@@ -206,8 +206,8 @@ def test_cur_at_the_aws_integration_location_is_loaded_and_replaced_on_each_run(
 def test_source_uri_overrides_the_integration_and_replaces_the_table_whole(
     source_root: Path, acme: str, runtime: Runtime, integrate: Callable[..., None]
 ) -> None:
-    shutil.copy(AWS_SAMPLE, source_root / "cur.csv")
-    integrate("acme", acme, "aws", AWS_KEY, {"cur_location": str(source_root / "cur.csv")})
+    shutil.copy(AWS_SAMPLE, source_root / "acme" / "cur.csv")
+    integrate("acme", acme, "aws", AWS_KEY, {"cur_location": str(source_root / "acme" / "cur.csv")})
     assert run_step(runtime, "acme", CUR_STEP).rows_processed == 1281
 
     folder = source_root / "acme" / "cur2"
@@ -240,11 +240,14 @@ def test_source_uri_overrides_the_integration_and_replaces_the_table_whole(
 def test_azure_and_focus_exports_load_from_a_source_uri(
     source_root: Path, acme: str, runtime: Runtime, sample: Path, required: list[str], rows: int
 ) -> None:
-    shutil.copy(sample, source_root / sample.name)
+    shutil.copy(sample, source_root / "acme" / sample.name)
     step = {"step_id": "load", "ps_type": "source.files", "table": "export_raw", "uri": "{source_uri}",
             "required_columns": required}  # fmt: skip
     assert (
-        run_step(runtime, "acme", step, {"source_uri": str(source_root / sample.name)}).rows_processed == rows
+        run_step(
+            runtime, "acme", step, {"source_uri": str(source_root / "acme" / sample.name)}
+        ).rows_processed
+        == rows
     )
     types = runtime.warehouse.query(
         "SELECT COUNT(*) AS n FROM `acme`.`export_raw` WHERE SAFE_CAST("
@@ -257,13 +260,22 @@ def test_azure_and_focus_exports_load_from_a_source_uri(
 def test_uri_outside_the_source_roots_is_forbidden_and_keeps_the_loaded_table(
     source_root: Path, acme: str, runtime: Runtime, tmp_path: Path
 ) -> None:
-    shutil.copy(AWS_SAMPLE, source_root / "cur.csv")
+    shutil.copy(AWS_SAMPLE, source_root / "acme" / "cur.csv")
     step = {**CUR_STEP, "integration": None}
-    run_step(runtime, "acme", step, {"source_uri": str(source_root / "cur.csv")})
+    run_step(runtime, "acme", step, {"source_uri": str(source_root / "acme" / "cur.csv")})
     (tmp_path / "server.csv").write_text("line_item_unblended_cost,line_item_usage_start_date\n9,x\n")
-    (source_root / "innocent.csv").symlink_to(tmp_path / "server.csv")
+    (source_root / "acme" / "innocent.csv").symlink_to(tmp_path / "server.csv")
 
-    for uri in (f"{source_root}/../server.csv", str(source_root / "innocent.csv"), str(tmp_path / "home")):
+    (source_root / "globex").mkdir()
+    shutil.copy(AWS_SAMPLE, source_root / "globex" / "their-cur.csv")
+
+    for uri in (
+        f"{source_root}/acme/../../server.csv",
+        str(source_root / "acme" / "innocent.csv"),
+        str(tmp_path / "home"),
+        str(source_root / "globex" / "their-cur.csv"),  # another tenant's folder of the same root
+        str(source_root),
+    ):
         error = failed_step(runtime, "acme", step, {"source_uri": uri})
         assert error.code == "source_forbidden", uri
     assert runtime.warehouse.count_rows("acme", "aws_cur_raw") == 1281
@@ -534,10 +546,12 @@ def bigquery_runtime(bigquery_emulator: str, monkeypatch: pytest.MonkeyPatch) ->
 def test_cur_load_on_the_bigquery_emulator_lands_the_same_rows(
     source_root: Path, bigquery_runtime: Runtime
 ) -> None:
-    shutil.copy(AWS_SAMPLE, source_root / "cur.csv")
+    shutil.copy(AWS_SAMPLE, source_root / "acme" / "cur.csv")
     step = {**CUR_STEP, "integration": None}
     for _ in range(2):
-        result = run_step(bigquery_runtime, "acme", step, {"source_uri": str(source_root / "cur.csv")})
+        result = run_step(
+            bigquery_runtime, "acme", step, {"source_uri": str(source_root / "acme" / "cur.csv")}
+        )
         assert result.rows_processed == 1281
     assert bigquery_runtime.warehouse.count_rows("acme", "aws_cur_raw") == 1281
     cost = bigquery_runtime.warehouse.query(
