@@ -44,6 +44,13 @@ if [ -z "$python312" ] && [ -d "$HOME/.pyenv/versions" ]; then
   python312="$(ls -d "$HOME"/.pyenv/versions/3.1[2-9]* 2>/dev/null | sort -V | tail -1)/bin/python"
 fi
 if [ -z "$python312" ] || ! "$python312" -c 'import sys; assert sys.version_info >= (3, 12)' 2>/dev/null; then
+  # No Python >= 3.12 here (e.g. the python:3.11 image of Cloud Build): fetch one with uv, itself from PyPI.
+  echo "no Python >= 3.12 found; installing one with uv" >&2
+  python3 -m venv .venv-uv && .venv-uv/bin/pip install -q --disable-pip-version-check uv
+  .venv-uv/bin/uv python install 3.12 >/dev/null
+  python312="$(.venv-uv/bin/uv python find 3.12)"
+fi
+if [ -z "$python312" ] || ! "$python312" -c 'import sys; assert sys.version_info >= (3, 12)' 2>/dev/null; then
   echo "focus-validator needs Python >= 3.12: install it (e.g. pyenv install 3.12) and run this again" >&2
   exit 1
 fi
