@@ -19,13 +19,15 @@ app = typer.Typer(help="Convergence: per-tenant cloud cost data.", no_args_is_he
 console = Console()
 
 
-def _prepare_runtime():
-    """Settings (with a root key in embedded mode) and the runtime built from them."""
+def _prepare_runtime(**overrides: object):
+    """Settings (with a root key in embedded mode, and any `overrides`) and the runtime built from them."""
     from common.crypto.root_key import ensure_root_key
     from common.runtime import build_runtime, set_runtime
     from common.settings import get_settings
 
     settings, generated = ensure_root_key(get_settings())
+    if overrides:
+        settings = settings.model_copy(update=overrides)
     runtime = build_runtime(settings)
     set_runtime(runtime)
     if generated:
@@ -80,20 +82,28 @@ def serve(
 
 @app.command()
 def demo(
-    days: Annotated[int, typer.Option(help="Days of billing data per tenant.", min=1, max=31)] = 3,
+    days: Annotated[
+        int,
+        typer.Option(
+            help="Recent days of Google Cloud, OpenAI and Anthropic costs (acme_demo).", min=1, max=31
+        ),
+    ] = 3,
 ) -> None:
-    """Bootstrap, onboard two tenants, load sample billing data, run their pipelines, print costs."""
+    """Bootstrap, onboard two tenants, load every provider's sample data, run their pipelines, print costs."""
+    from common.demo.provider_apis import ProviderApiServer
     from common.demo.run import run_demo
     from common.runtime import reset_runtime
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        runtime = _prepare_runtime()
-        code = run_demo(runtime, console, days=days)
-    except ConvergenceError as exc:
-        fail(exc)
-    finally:
-        reset_runtime()
+    # OpenAI and Anthropic are answered by the local replay server: the runtime's settings point at it.
+    with ProviderApiServer() as replay:
+        try:
+            runtime = _prepare_runtime(openai_api_base=replay.base_url, anthropic_api_base=replay.base_url)
+            code = run_demo(runtime, console, replay, days=days)
+        except ConvergenceError as exc:
+            fail(exc)
+        finally:
+            reset_runtime()
     raise typer.Exit(code)
 
 
