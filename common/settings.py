@@ -66,6 +66,19 @@ class Settings(BaseSettings):
     focus_validator_bin: str | None = Field(
         None, description="focus-validator program (FOCUS conformance); .venv-focus/bin/focus-validator when unset."
     )
+    fanout_chunk_size: int = Field(
+        500, ge=1, le=5000, description="Tenants per second-level schedules message of a fan-out (stays << 512 KB)."
+    )
+    rate_limit_per_minute: int = Field(
+        50, ge=1, description="Requests per tenant and minute on the pipeline routes (429 with Retry-After above)."
+    )
+    scheduler_location: str = Field("us-central1", description="Region of the Cloud Scheduler dispatcher jobs.")
+    cloud_scheduler_endpoint: str | None = Field(
+        None, description="Cloud Scheduler API endpoint override (a local stand-in in tests); Google's when unset."
+    )
+    dispatcher_interval_seconds: float = Field(
+        60.0, gt=0, description="Embedded mode: how often `convergence serve` ticks the local dispatcher."
+    )
     storage_emulator_host: str | None = Field(
         None, description="Cloud Storage emulator endpoint, read by the Storage client itself (gs:// sources)."
     )

@@ -45,14 +45,36 @@ class ScheduleMessage(BaseModel):
     parameters: dict[str, Any] = Field(default_factory=dict)
     trigger_by: str = "scheduler"
     trigger_type: Literal["schedule", "bulk"] = "schedule"
+    schedule_id: str | None = Field(
+        None, pattern=r"^[A-Za-z0-9_.:-]{1,200}$", description="the schedule that is due (platform name or tenant id)"
+    )
+    due_at: str | None = Field(None, description="the cron slot being started, ISO 8601 UTC (deduplication key)")
+    chunk: int | None = Field(None, ge=0, description="second level of a fan-out: which chunk of the tenants")
 
     def attributes(self) -> dict[str, str]:
-        return {"template": self.template}
+        attributes = {"template": self.template}
+        if self.chunk is not None:
+            attributes["chunk"] = str(self.chunk)
+        return attributes
+
+
+class DispatchMessage(BaseModel):
+    """A tick of a Cloud Scheduler dispatcher job: start every schedule of `cadence` that is due by `now`."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    schema_: Literal["convergence.dispatch/v1"] = Field("convergence.dispatch/v1", alias="schema")
+    cadence: str = Field(pattern=r"^[a-z][a-z0-9_-]{0,62}$", description="dispatcher job name, e.g. every-15-minutes")
+    now: str | None = Field(None, description="the tick's time (ISO 8601); the receiving time when absent")
+
+    def attributes(self) -> dict[str, str]:
+        return {"cadence": self.cadence}
 
 
 MESSAGE_TYPES: dict[str, type[BaseModel]] = {
     "convergence.step/v1": StepMessage,
     "convergence.schedule/v1": ScheduleMessage,
+    "convergence.dispatch/v1": DispatchMessage,
 }
 
 
