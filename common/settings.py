@@ -69,6 +69,9 @@ class Settings(BaseSettings):
     fanout_chunk_size: int = Field(
         500, ge=1, le=5000, description="Tenants per second-level schedules message of a fan-out (stays << 512 KB)."
     )
+    fanout_time_budget_seconds: float = Field(
+        420.0, gt=0, le=520, description="A chunk still starting runs after this hands its remaining tenants on."
+    )
     rate_limit_per_minute: int = Field(
         50, ge=1, description="Requests per tenant and minute on the pipeline routes (429 with Retry-After above)."
     )

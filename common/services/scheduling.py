@@ -1,45 +1,167 @@
-"""Scheduled and bulk runs: one schedules message starts a template for many tenants."""
+"""Scheduled and bulk runs: one schedules message starts a template for many tenants, in two levels.
+
+Level 1: a message for `"*"` (every active tenant) or for more tenants than FANOUT_CHUNK_SIZE only splits the
+tenant list into chunks and publishes one message per chunk, batched. Level 2: a chunk message starts the
+template for each of its tenants (creating each PENDING run without publishing) and then publishes all their
+step-0 messages in one batch. No invocation outgrows the event limits: a chunk message holds at most
+FANOUT_CHUNK_SIZE tenant ids (500 x 50 characters is ~26 KB of the 512 KB an event may carry), and a chunk
+that runs past FANOUT_TIME_BUDGET_SECONDS hands its remaining tenants on in a new message instead of
+running into the 9-minute limit.
+
+Pub/Sub delivers at least once, so every message may arrive twice. Runs of a message share an idempotency
+key derived from the message (its schedule and slot, or its content), so a redelivered chunk finds the runs
+it already started instead of starting them again.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
+import time
+from collections import Counter
+from collections.abc import Iterator, Sequence
 from typing import Any
 
-from common.bus.messages import DeadMessage, ScheduleMessage, decode_event
+from common.bus.messages import DeadMessage, ScheduleMessage, StepMessage, decode_event
 from common.errors import Conflict, ConvergenceError, TerminalError
-from common.metadata import control
+from common.metadata.control import control_ref
 from common.runtime import Runtime, get_runtime
-from common.services import pipelines
+from common.services import pipelines, runs
 
 log = logging.getLogger(__name__)
 
 
-def start_for_tenants(rt: Runtime, message: ScheduleMessage) -> dict[str, int]:
-    """Start the message's template for each named (or every active) tenant; count the outcomes."""
+def idempotency_key(message: ScheduleMessage) -> str:
+    """One key per scheduled slot (or per bulk request): the same message never starts a tenant's run twice."""
+    if message.schedule_id and message.due_at:
+        material: Any = ["slot", message.schedule_id, message.due_at]
+    else:
+        material = ["bulk", message.template, message.parameters, message.trigger_by, message.trigger_type]
+    digest = hashlib.sha256(json.dumps(material, sort_keys=True, default=str).encode()).hexdigest()[:40]
+    return f"{message.trigger_type}:{digest}"
+
+
+def chunks(tenants: Sequence[str], size: int) -> Iterator[list[str]]:
+    for start in range(0, len(tenants), size):
+        yield list(tenants[start : start + size])
+
+
+def active_tenants(rt: Runtime, wanted: Sequence[str] | None = None) -> list[str]:
+    """Active tenants, sorted; only those of `wanted` when given (one query either way)."""
+    table = control_ref(rt, "org_profiles")
+    if wanted is None:
+        rows = rt.warehouse.query(
+            f"SELECT DISTINCT org_slug FROM {table} WHERE status = 'ACTIVE' ORDER BY org_slug"
+        )
+    else:
+        rows = rt.warehouse.query(
+            f"SELECT DISTINCT org_slug FROM {table} WHERE status = 'ACTIVE' AND org_slug IN UNNEST(@orgs)"
+            " ORDER BY org_slug",
+            {"orgs": list(wanted)},
+        )
+    return [r["org_slug"] for r in rows]
+
+
+def fan_out(rt: Runtime, message: ScheduleMessage) -> dict[str, int]:
+    """Level 1: publish one chunk message per FANOUT_CHUNK_SIZE tenants; nothing is started here."""
+    size = rt.settings.fanout_chunk_size
+    tenants = active_tenants(rt) if message.tenants == "*" else sorted(set(message.tenants))
+    parts = [
+        message.model_copy(update={"tenants": part, "chunk": index})
+        for index, part in enumerate(chunks(tenants, size))
+    ]
+    if parts:
+        rt.bus.publish_many(rt.settings.schedules_topic, parts)
+    return {"tenants": len(tenants), "chunks": len(parts)}
+
+
+def start_chunk(rt: Runtime, message: ScheduleMessage, *, now: Any = time.monotonic) -> dict[str, int]:
+    """Level 2: start the template for each tenant of a chunk, then enqueue every step 0 in one batch."""
+    assert isinstance(message.tenants, list)
     provider, domain, template = message.template.split("/")
-    active = control.active_org_slugs(rt)
-    tenants = active if message.tenants == "*" else [t for t in message.tenants if t in set(active)]
-    outcome = {"started": 0, "in_flight": 0, "failed": 0, "unknown_tenants": 0}
-    if message.tenants != "*":
-        outcome["unknown_tenants"] = len(set(message.tenants) - set(active))
+    deadline = now() + rt.settings.fanout_time_budget_seconds
+    wanted = list(dict.fromkeys(message.tenants))
+    active = set(active_tenants(rt, wanted))
+    outcome: Counter[str] = Counter(unknown_tenants=len([t for t in wanted if t not in active]))
     body = dict(message.parameters) | {"trigger_by": message.trigger_by}
-    for tenant in tenants:
+    key = idempotency_key(message)
+    steps: list[StepMessage] = []
+    tenants = [t for t in wanted if t in active]
+    for position, tenant in enumerate(tenants):
+        if now() > deadline:
+            rest = message.model_copy(update={"tenants": tenants[position:]})
+            rt.bus.publish(rt.settings.schedules_topic, rest, rest.attributes())
+            outcome["handed_on"] = len(tenants) - position
+            break
         try:
-            pipelines.start_run(rt, tenant, provider, domain, template, body, trigger_type=message.trigger_type)
-            outcome["started"] += 1
+            run, replayed = pipelines.start_run(
+                rt, tenant, provider, domain, template, body,
+                trigger_type=message.trigger_type, idempotency_key=key, publish=False,
+            )  # fmt: skip
         except Conflict:
             outcome["in_flight"] += 1
+            continue
+        except ConvergenceError as exc:
+            outcome["refused" if exc.status in (400, 404, 409, 422, 429) else "failed"] += 1
+            log.warning("%s for %s not started: %s", message.template, tenant, exc.message)
+            continue
+        if replayed:
+            outcome["already_started"] += 1
+            if run["status"] != "PENDING" or run["steps"]:
+                continue  # an earlier delivery enqueued it; a PENDING run with no step may not have been
+        else:
+            outcome["started"] += 1
+        steps.append(StepMessage(run_id=run["pipeline_logging_id"], tenant_id=tenant, step_index=0))
+    _enqueue(rt, steps, outcome)
+    return dict(outcome)
+
+
+def _enqueue(rt: Runtime, steps: list[StepMessage], outcome: Counter[str]) -> None:
+    """Publish step 0 of every started run in one batch; runs whose message cannot be published fail."""
+    if not steps:
+        return
+    try:
+        rt.bus.publish_many(rt.settings.steps_topic, steps)
+        return
+    except ConvergenceError as exc:
+        log.warning(
+            "batch of %d step messages not fully published (%s); retrying one by one", len(steps), exc
+        )
+    for step in steps:
+        try:
+            rt.bus.publish(rt.settings.steps_topic, step, step.attributes())
         except ConvergenceError as exc:
             outcome["failed"] += 1
-            log.error("scheduled %s for %s not started: %s", message.template, tenant, exc.message)
-    return outcome
+            records = runs.run_records(rt.warehouse, step.tenant_id, step.run_id)
+            if records:
+                record = records[-1]
+                runs.append_run_status(
+                    rt.warehouse,
+                    step.tenant_id,
+                    record,
+                    "FAILED",
+                    error_message=f"could not enqueue: {exc.message}",
+                )
+
+
+def start_for_tenants(rt: Runtime, message: ScheduleMessage) -> dict[str, int]:
+    """Handle one schedules message: fan out when it names many tenants, else start its chunk."""
+    if message.tenants == "*" or len(message.tenants) > rt.settings.fanout_chunk_size:
+        return fan_out(rt, message)
+    return start_chunk(rt, message)
 
 
 def handle_schedule_event(event: Any) -> None:
-    """CloudEvent entry of the trigger function for the schedules topic."""
+    """CloudEvent entry of the trigger function for the schedules topic (schedule and dispatch messages)."""
     try:
         message, _attributes, _attempt = decode_event(event, ScheduleMessage)
     except DeadMessage as exc:
+        if _is_dispatch(event):
+            from common.services.schedules import handle_dispatch_event
+
+            handle_dispatch_event(event)
+            return
         log.error("dropping schedules message: %s", exc)
         return
     try:
@@ -48,3 +170,14 @@ def handle_schedule_event(event: Any) -> None:
         log.error("schedules message for %s not processed: %s", message.template, exc.message)  # type: ignore[attr-defined]
         return
     log.info("schedules message for %s: %s", message.template, outcome)  # type: ignore[attr-defined]
+
+
+def _is_dispatch(event: Any) -> bool:
+    from common.bus.messages import pubsub_payload
+
+    try:
+        data, _attributes, _attempt = pubsub_payload(event.data if hasattr(event, "data") else event)
+        raw = json.loads(data)
+    except (DeadMessage, ValueError, UnicodeDecodeError):
+        return False
+    return isinstance(raw, dict) and raw.get("schema") == "convergence.dispatch/v1"

@@ -1,0 +1,119 @@
+"""Scheduled and bulk runs fan out in two levels: chunks of tenants, then batched step-0 messages."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from common.bus.messages import ScheduleMessage, encode
+from common.runtime import Runtime
+from common.services import scheduling
+from common.settings import reset_settings
+from tests.conftest import wait_for_bus
+
+TENANTS = [f"tenant_{i:02d}" for i in range(7)]
+TEMPLATE = "gcp/example/dryrun"
+
+
+@pytest.fixture
+def small_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FANOUT_CHUNK_SIZE", "3")
+    reset_settings()
+
+
+@pytest.fixture
+def tenants(small_chunks: None, onboard_org: Callable[[str], str], runtime: Runtime) -> list[str]:
+    for org in TENANTS:
+        onboard_org(org)
+    wait_for_bus(runtime)
+    return TENANTS
+
+
+def runs_of(rt: Runtime, tenant: str, trigger_type: str) -> list[dict[str, Any]]:
+    return [
+        r
+        for r in scheduling.runs.latest_runs(rt.warehouse, tenant, limit=100)
+        if r["trigger_type"] == trigger_type
+    ]
+
+
+def publish(rt: Runtime, message: ScheduleMessage) -> None:
+    rt.bus.publish(rt.settings.schedules_topic, message, message.attributes())
+    wait_for_bus(rt, timeout=120)
+
+
+def test_a_message_for_every_tenant_starts_one_run_per_active_tenant_in_chunks(
+    tenants: list[str], runtime: Runtime
+) -> None:
+    published: list[ScheduleMessage] = []
+    original = runtime.bus.publish_many
+
+    def spy(topic: str, messages: list[Any]) -> list[str]:
+        published.extend(m for m in messages if isinstance(m, ScheduleMessage))
+        return original(topic, messages)
+
+    runtime.bus.publish_many = spy  # type: ignore[method-assign]
+    publish(runtime, ScheduleMessage(template=TEMPLATE, tenants="*", trigger_by="nightly", schedule_id="nightly",
+                                     due_at="2026-11-22T06:00:00Z"))  # fmt: skip
+
+    assert [m.chunk for m in published] == [0, 1, 2]
+    assert [len(m.tenants) for m in published] == [3, 3, 1]
+    assert sorted(itertools.chain.from_iterable(m.tenants for m in published)) == tenants
+    for tenant in tenants:
+        started = runs_of(runtime, tenant, "schedule")
+        assert len(started) == 1, tenant
+        assert started[0]["status"] == "COMPLETE" and started[0]["trigger_by"] == "nightly"
+
+
+def test_a_redelivered_slot_never_starts_a_tenants_run_twice(tenants: list[str], runtime: Runtime) -> None:
+    message = ScheduleMessage(template=TEMPLATE, tenants=tenants[:3], schedule_id="nightly",
+                              due_at="2026-11-22T06:00:00Z")  # fmt: skip
+    first = scheduling.start_chunk(runtime, message)
+    wait_for_bus(runtime)
+    again = scheduling.start_chunk(runtime, message)
+    wait_for_bus(runtime)
+
+    assert first == {"unknown_tenants": 0, "started": 3}
+    assert again == {"unknown_tenants": 0, "already_started": 3}
+    assert all(len(runs_of(runtime, t, "schedule")) == 1 for t in tenants[:3])
+    next_slot = message.model_copy(update={"due_at": "2026-11-23T06:00:00Z"})
+    assert scheduling.start_chunk(runtime, next_slot)["started"] == 3
+
+
+def test_bulk_runs_carry_trigger_type_bulk_and_unknown_tenants_are_counted_not_started(
+    tenants: list[str], runtime: Runtime
+) -> None:
+    message = ScheduleMessage(template=TEMPLATE, tenants=[tenants[0], "nobody_here"], trigger_type="bulk",
+                              trigger_by="operator")  # fmt: skip
+    outcome = scheduling.start_chunk(runtime, message)
+    wait_for_bus(runtime)
+
+    assert outcome == {"unknown_tenants": 1, "started": 1}
+    assert [r["trigger_type"] for r in runs_of(runtime, tenants[0], "bulk")] == ["bulk"]
+
+
+def test_a_chunk_out_of_time_hands_its_remaining_tenants_on_and_all_still_start(
+    tenants: list[str], runtime: Runtime
+) -> None:
+    clock = itertools.count(0, 200)  # each look at the clock is 200 s later: the 420 s budget ends early
+    message = ScheduleMessage(template=TEMPLATE, tenants=tenants[:3], trigger_type="bulk", trigger_by="slow")
+
+    outcome = scheduling.start_chunk(runtime, message, now=lambda: next(clock))
+    wait_for_bus(runtime, timeout=120)
+
+    assert outcome["started"] == 2 and outcome["handed_on"] == 1
+    assert all(len(runs_of(runtime, t, "bulk")) == 1 for t in tenants[:3])
+
+
+def test_chunks_for_ten_thousand_tenants_stay_far_below_the_event_size_limit(runtime: Runtime) -> None:
+    longest = [f"t{i:05d}" + "x" * 43 for i in range(10_000)]  # 49-character ids, the longest allowed is 50
+    size = runtime.settings.fanout_chunk_size
+    parts = [ScheduleMessage(template=TEMPLATE, tenants=part, chunk=i, schedule_id="nightly",
+                             due_at="2026-11-22T06:00:00Z")
+             for i, part in enumerate(scheduling.chunks(longest, size))]  # fmt: skip
+
+    assert len(parts) == 10_000 // size
+    assert max(len(encode(p)) for p in parts) < 512 * 1024 // 10
