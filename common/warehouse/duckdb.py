@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
@@ -17,7 +18,7 @@ from sqlglot import exp
 from common.errors import BadRequest, DependencyUnavailable, NotFound, TerminalError
 from common.metadata.schemas import TableSchema
 from common.warehouse.base import KeyedLocks, Params, Statement, Warehouse, WriteMode
-from common.warehouse.sql import parameter_names, quote_identifier, table_ref
+from common.warehouse.sql import parameter_names, quote_identifier, statement_shape, table_ref
 
 
 class QueryFailed(TerminalError):
@@ -45,9 +46,25 @@ def _keep_precision(node: exp.Expression) -> exp.Expression:
     return node
 
 
-@lru_cache(maxsize=2048)
+_PLACEHOLDERS = re.compile(r'"__convergence_name_(\d+)__"')
+
+
 def to_duckdb(sql: str) -> str:
-    """GoogleSQL → DuckDB SQL (semicolon-joined when the text holds several statements)."""
+    """GoogleSQL → DuckDB SQL (semicolon-joined when the text holds several statements).
+
+    Transpiles the statement's shape (quoted names as placeholders, see sql.statement_shape) once and puts
+    the names back, so the same statement over many tenants' datasets is parsed once.
+    """
+    shape, names = statement_shape(sql)
+    translated = _transpile(shape)
+    restored = _PLACEHOLDERS.sub(lambda m: '"' + names[int(m.group(1))].replace('"', '""') + '"', translated)
+    if "__convergence_name_" in restored:  # a name ended up somewhere other than a quoted identifier
+        return _transpile(sql)
+    return restored
+
+
+@lru_cache(maxsize=2048)
+def _transpile(sql: str) -> str:
     trees = [tree for tree in sqlglot.parse(sql, read="bigquery") if tree is not None]
     return ";\n".join(tree.transform(_keep_dates).transform(_keep_precision).sql("duckdb") for tree in trees)
 
@@ -91,7 +108,9 @@ class DuckDBWarehouse(Warehouse):
             except duckdb.Error as exc:
                 raise QueryFailed(f"warehouse rejected the statement: {_first_line(exc)}") from None
 
-    def _run(self, conn: duckdb.DuckDBPyConnection, sql: str, params: Params | None) -> duckdb.DuckDBPyConnection:
+    def _run(
+        self, conn: duckdb.DuckDBPyConnection, sql: str, params: Params | None
+    ) -> duckdb.DuckDBPyConnection:
         return conn.execute(to_duckdb(sql), _bound(sql, params))
 
     # -- port -----------------------------------------------------------------------------------------
@@ -200,7 +219,9 @@ class DuckDBWarehouse(Warehouse):
             target = conn.sql(f"SELECT * FROM {_q(dataset)}.{_q(table)} LIMIT 0").to_arrow_table().schema
             unknown = {key for row in rows for key in row} - set(target.names)
             if unknown:
-                raise BadRequest(f"unknown columns for {table}: {', '.join(sorted(unknown))}", code="unknown_columns")
+                raise BadRequest(
+                    f"unknown columns for {table}: {', '.join(sorted(unknown))}", code="unknown_columns"
+                )
             try:
                 data = pa.Table.from_pylist([dict(r) for r in rows], schema=target)
             except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
@@ -209,7 +230,9 @@ class DuckDBWarehouse(Warehouse):
             try:
                 conn.execute(f"INSERT INTO {_q(dataset)}.{_q(table)} BY NAME SELECT * FROM _incoming_rows")
             except (duckdb.ConstraintException, duckdb.ConversionException) as exc:
-                raise BadRequest(f"rows do not fit {table}: {_first_line(exc)}", code="invalid_rows") from None
+                raise BadRequest(
+                    f"rows do not fit {table}: {_first_line(exc)}", code="invalid_rows"
+                ) from None
             finally:
                 conn.unregister("_incoming_rows")
             return data.num_rows
