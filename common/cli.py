@@ -12,6 +12,7 @@ from rich.console import Console
 
 from common.cli_keys import keys_app
 from common.cli_output import error_line, fail
+from common.cli_schedules import schedules_app
 from common.errors import ConfigurationError, ConvergenceError
 from common.packaging_cli import stage_command
 
@@ -52,6 +53,7 @@ def serve(
 
     from common.api.app import create_wsgi_app
     from common.runtime import reset_runtime
+    from common.services.local_dispatcher import start_local_dispatcher
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
@@ -71,12 +73,15 @@ def serve(
     )
     sys.stdout.flush()
     signal.signal(signal.SIGTERM, _interrupt)
+    dispatcher = start_local_dispatcher(runtime)
     try:
         server.serve_forever()
     except KeyboardInterrupt:
         console.print("stopping")
     finally:
         server.server_close()
+        if dispatcher is not None:
+            dispatcher.stop()
         reset_runtime()
 
 
@@ -108,6 +113,7 @@ def demo(
 
 
 app.add_typer(keys_app, name="keys")
+app.add_typer(schedules_app, name="schedules")
 app.command("stage")(stage_command)
 
 local_app = typer.Typer(help="The deployed topology on this machine, with the official emulators.", no_args_is_help=True)
