@@ -285,7 +285,7 @@ module "scheduler" {
   region      = var.region
   name_prefix = var.name_prefix
   topic_id    = module.pubsub.schedules_topic_id
-  schedules   = local.schedules
+  dispatchers = local.schedules.dispatchers
 
   depends_on = [google_project_service.required]
 }

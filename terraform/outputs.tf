@@ -39,7 +39,7 @@ output "service_accounts" {
 }
 
 output "scheduler_jobs" {
-  description = "Cloud Scheduler dispatcher job names by schedule (configs/schedules.yml)."
+  description = "Cloud Scheduler dispatcher job names by cadence (the dispatchers of configs/schedules.yml)."
   value       = module.scheduler.job_names
 }
 

@@ -2,7 +2,7 @@
 
 Topics, subscriptions, environment variables, entry points, the schedules file and the numbers of the
 delivery policy are read from the code (Settings, pubsub_admin, local_stack, functions/*/main.py,
-ScheduleMessage, StepSpec) and compared with what the Terraform configuration evaluates to.
+DispatchMessage, StepSpec) and compared with what the Terraform configuration evaluates to.
 """
 
 from __future__ import annotations
@@ -22,12 +22,11 @@ import yaml
 from annotated_types import Le
 
 from common.api.routes import ROUTES
-from common.bus.messages import ScheduleMessage
+from common.bus.messages import DispatchMessage
 from common.bus.pubsub_admin import ensure_topology, subscription_names
 from common.local_stack import FUNCTIONS as LOCAL_FUNCTIONS
 from common.settings import CONFIGS_DIR, Settings, load_settings
 from common.templates.models import StepSpec
-from common.templates.resolver import TRIGGER_BY_RE
 from tests.terraform.hcl_config import REPO, Instance, Unknown, block, blocks, module_instance, root_instance
 
 PROJECT = "my-project"
@@ -323,7 +322,8 @@ def test_kms_roles_follow_the_code_that_calls_the_keyring(plain: Instance) -> No
     assert encrypters == ["onboard"]
     processors = REPO / "common" / "processors"
     reads_secrets = any(
-        re.search(r"read_credential|read_integration|\.keyring\b", p.read_text()) for p in processors.glob("*.py")
+        re.search(r"read_credential|read_integration|\.keyring\b", p.read_text())
+        for p in processors.glob("*.py")
     )
     assert decrypters == ({"onboard", "step_execute"} if reads_secrets else {"onboard"})
     kms = module_instance(plain, "kms")
@@ -344,14 +344,15 @@ def test_kms_roles_follow_the_code_that_calls_the_keyring(plain: Instance) -> No
 # -- scheduler -----------------------------------------------------------------------------------------------
 
 
-def test_scheduler_jobs_are_exactly_the_schedules_file(plain: Instance) -> None:
-    schedules = yaml.safe_load((CONFIGS_DIR / "schedules.yml").read_text())
-    assert schedules, "configs/schedules.yml needs at least one platform-wide schedule"
+def test_scheduler_jobs_are_exactly_the_dispatchers_of_the_schedules_file(plain: Instance) -> None:
+    dispatchers = yaml.safe_load((CONFIGS_DIR / "schedules.yml").read_text())["dispatchers"]
+    assert dispatchers, "configs/schedules.yml needs at least one dispatcher"
     scheduler = module_instance(plain, "scheduler")
     job = scheduler.module.resource("google_cloud_scheduler_job", "dispatcher")
-    assert scheduler.for_each(job) == schedules
-    names = [scheduler.with_each(k, v).eval(job["name"]) for k, v in schedules.items()]
-    assert len(set(names)) == len(names) and all(re.fullmatch(r"[a-zA-Z\d_-]{1,500}", n) for n in names)
+    assert scheduler.for_each(job) == dispatchers
+    names = [scheduler.with_each(k, v).eval(job["name"]) for k, v in dispatchers.items()]
+    # `convergence schedules` manages exactly the jobs named convergence-dispatch-<cadence>.
+    assert names == [f"convergence-dispatch-{cadence}" for cadence in dispatchers]
     assert scheduler.variables["topic_id"] == Unknown("module.pubsub.schedules_topic_id")
     pubsub = module_instance(plain, "pubsub")
     assert pubsub.eval(pubsub.module.outputs["schedules_topic_id"]["value"]) == Unknown(
@@ -359,21 +360,22 @@ def test_scheduler_jobs_are_exactly_the_schedules_file(plain: Instance) -> None:
     )
 
 
-@pytest.mark.parametrize("name", sorted(yaml.safe_load((CONFIGS_DIR / "schedules.yml").read_text())))
-def test_scheduler_job_publishes_a_schedule_message(plain: Instance, name: str) -> None:
+@pytest.mark.parametrize(
+    "name", sorted(yaml.safe_load((CONFIGS_DIR / "schedules.yml").read_text())["dispatchers"])
+)
+def test_scheduler_job_publishes_a_dispatch_message(plain: Instance, name: str) -> None:
     scheduler = module_instance(plain, "scheduler")
     job = scheduler.module.resource("google_cloud_scheduler_job", "dispatcher")
     entry = scheduler.for_each(job)[name]
-    assert set(entry) == {"cron", "time_zone", "template", "tenants", "parameters"}
-    instance = scheduler.with_each(name, entry)
+    instance = scheduler.with_each(name, entry | {"time_zone": entry.get("time_zone", "Etc/UTC")})
     assert len(instance.eval(job["schedule"]).split()) == 5
     zoneinfo.ZoneInfo(instance.eval(job["time_zone"]))
     target = instance.eval(block(job, "pubsub_target"))
     body = json.loads(base64.b64decode(target["data"]))
-    aliases = {field.alias or key for key, field in ScheduleMessage.model_fields.items()}
-    assert set(body) == aliases, "the job's message has exactly the fields of ScheduleMessage"
-    message = ScheduleMessage.model_validate(body)
-    assert message.model_dump(by_alias=True) == body
-    assert message.trigger_type == "schedule" and TRIGGER_BY_RE.fullmatch(message.trigger_by)
+    message = DispatchMessage.model_validate(body)
+    assert (
+        body
+        == {"schema": "convergence.dispatch/v1", "cadence": name}
+        == message.model_dump(by_alias=True, exclude_none=True)
+    )
     assert target["attributes"] == message.attributes()
-    assert (CONFIGS_DIR / f"{message.template}.yml").is_file(), f"no template {message.template}"

@@ -1,14 +1,15 @@
-# One Cloud Scheduler dispatcher job per cadence (configs/schedules.yml), never one per tenant: each tick
-# publishes one convergence.schedule/v1 message (common.bus.messages.ScheduleMessage) to the schedules
-# topic, and trigger_schedules fans it out to the tenants.
+# One Cloud Scheduler dispatcher job per cadence (the `dispatchers:` of configs/schedules.yml), never one
+# per schedule or per tenant (1,000 jobs per region): each tick publishes one convergence.dispatch/v1
+# message (common.bus.messages.DispatchMessage) to the schedules topic, and trigger_schedules works out
+# which platform and tenant schedules are due (common.services.schedules.dispatch_due) and fans them out.
 
 resource "google_cloud_scheduler_job" "dispatcher" {
-  for_each = var.schedules
+  for_each = var.dispatchers
 
   project     = var.project_id
   region      = var.region
-  name        = "${var.name_prefix}-${replace(each.key, "_", "-")}"
-  description = "Starts ${each.value.template} for tenants ${jsonencode(each.value.tenants)} (configs/schedules.yml: ${each.key})"
+  name        = "${var.name_prefix}-dispatch-${each.key}"
+  description = coalesce(each.value.description, "Dispatcher ${each.key}: starts the schedules that are due (configs/schedules.yml)")
   schedule    = each.value.cron
   time_zone   = each.value.time_zone
 
@@ -21,15 +22,11 @@ resource "google_cloud_scheduler_job" "dispatcher" {
   pubsub_target {
     topic_name = var.topic_id
     data = base64encode(jsonencode({
-      schema       = "convergence.schedule/v1"
-      template     = each.value.template
-      tenants      = each.value.tenants
-      parameters   = each.value.parameters
-      trigger_by   = "scheduler:${each.key}"
-      trigger_type = "schedule"
+      schema  = "convergence.dispatch/v1"
+      cadence = each.key
     }))
     attributes = {
-      template = each.value.template
+      cadence = each.key
     }
   }
 }

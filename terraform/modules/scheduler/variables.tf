@@ -24,27 +24,21 @@ variable "retry_count" {
   default     = 3
 }
 
-# `any`: yamldecode gives an object whose entries differ in type ("*" or a list of tenants), which no
-# map(object(...)) type can hold.
-variable "schedules" {
-  type        = any
-  description = "configs/schedules.yml decoded: name => {cron, time_zone, template, tenants, parameters}."
+variable "dispatchers" {
+  type = map(object({
+    cron        = string
+    time_zone   = optional(string, "Etc/UTC")
+    description = optional(string)
+  }))
+  description = "The dispatchers of configs/schedules.yml: cadence name => {cron, time_zone?, description?}."
 
   validation {
-    condition = alltrue([
-      for name, schedule in var.schedules :
-      can(regex("^[A-Za-z0-9_]{1,64}$", name)) &&
-      try(length(setsubtract(["cron", "time_zone", "template", "tenants", "parameters"], keys(schedule))) == 0, false)
-    ])
-    error_message = "every schedule needs a name of letters, digits and _ and exactly: cron, time_zone, template, tenants, parameters."
+    condition     = alltrue([for name in keys(var.dispatchers) : can(regex("^[a-z][a-z0-9_-]{0,62}$", name))])
+    error_message = "dispatcher names are lower-case letters, digits, _ and -, starting with a letter."
   }
 
   validation {
-    condition = alltrue([
-      for schedule in values(var.schedules) :
-      can(regex("^[a-z][a-z0-9_]{0,49}/[a-z][a-z0-9_]{0,49}/[a-z][a-z0-9_]{0,49}$", schedule.template)) &&
-      (schedule.tenants == "*" || can([for tenant in schedule.tenants : regex("^[a-z][a-z0-9_]{2,49}$", tenant)]))
-    ])
-    error_message = "template must be provider/domain/template and tenants \"*\" or a list of tenant ids."
+    condition     = length(var.dispatchers) > 0
+    error_message = "configs/schedules.yml needs at least one dispatcher."
   }
 }
