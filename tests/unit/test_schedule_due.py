@@ -9,19 +9,16 @@ import pytest
 import yaml
 
 from common.errors import ConfigurationError
-from common.services.schedules import (
-    CATCH_UP,
+from common.services.cron import (
     InvalidCron,
     InvalidTimeZone,
-    check_platform_config,
-    due_slot,
     latest_slot,
     next_slot,
     parse_cron,
     parse_time_zone,
-    platform_config,
     shortest_interval,
 )
+from common.services.schedules import CATCH_UP, check_platform_config, due_slot, platform_config
 from common.settings import CONFIGS_DIR
 
 UTC = dt.UTC
