@@ -12,6 +12,7 @@ import decimal
 import json
 import logging
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,7 +32,7 @@ from common.errors import (
     ValidationFailed,
 )
 from common.runtime import Runtime, get_runtime
-from common.services import auth
+from common.services import auth, rate_limits
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +95,7 @@ class Route:
     headers: dict[str, str] = field(default_factory=dict)
     errors: tuple[int, ...] = ()
     response_example: dict[str, Any] | None = None
+    rate_limited: bool = False  # counted against the tenant's RATE_LIMIT_PER_MINUTE once authenticated
 
 
 def read_body(request: flask.Request, limit: int) -> bytes:
@@ -172,7 +174,9 @@ def dispatch(request: flask.Request, routes: list[Route], url_map: Map) -> flask
         route = routes[index]
         ctx = RequestContext(request=request)
         _authenticate(ctx, route, args.get("org"))
-        status, body = route.handler(ctx, **args)
+        limited = route.rate_limited and ctx.org is not None
+        with rate_limits.counted(ctx.runtime, ctx.org) if limited else nullcontext():  # type: ignore[arg-type]
+            status, body = route.handler(ctx, **args)
         return json_response(status, body)
     except ConvergenceError as exc:
         if not isinstance(exc, TerminalError) or exc.status >= 500:

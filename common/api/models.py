@@ -71,3 +71,56 @@ class RunRequest(BaseModel):
 
     date: str | None = Field(None, description="UTC day YYYY-MM-DD; default yesterday.")
     trigger_by: str | None = Field(None, description="Who or what asked for the run.")
+
+
+SCHEDULE_TEMPLATE_PATTERN = r"^[a-z][a-z0-9_]{0,49}/[a-z][a-z0-9_]{0,49}/[a-z][a-z0-9_]{0,49}$"
+
+
+class ScheduleRequest(Strict):
+    """A tenant schedule: run `template` with `parameters` at every slot of `cron`, read in `time_zone`."""
+
+    template: str = Field(
+        pattern=SCHEDULE_TEMPLATE_PATTERN, description="provider/domain/template, e.g. gcp/cost/cost_billing."
+    )
+    cron: str = Field(
+        max_length=100,
+        description="Unix-cron, five fields (minute hour day-of-month month day-of-week), e.g. `0 6 * * *`;"
+        " at most every 15 minutes (the dispatcher's cadence). A slot starts at the first dispatcher tick at"
+        " or after it.",
+    )
+    time_zone: str = Field(
+        "Etc/UTC", max_length=64, description="IANA time zone the cron is read in, e.g. Europe/Berlin."
+    )
+    parameters: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Run parameters: `date` (YYYY-MM-DD, `yesterday` or `today`, resolved when each run"
+        " starts) and the template's overridable variables.",
+    )
+    enabled: bool = Field(True, description="A disabled schedule is kept but never starts.")
+    name: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9 _.-]{0,99}$",
+        description="Unique among the tenant's schedules.",
+    )
+
+
+class ScheduleView(BaseModel):
+    schedule_id: str
+    org_slug: str
+    name: str | None
+    template: str
+    cron: str
+    time_zone: str
+    parameters: dict[str, Any]
+    enabled: bool
+    next_run_at: str | None = Field(description="Next slot, UTC ISO 8601; null when disabled.")
+    created_at: str
+
+
+class ScheduleList(BaseModel):
+    schedules: list[ScheduleView]
+
+
+class ScheduleDeleted(BaseModel):
+    schedule_id: str
+    deleted: Literal[True]

@@ -16,9 +16,13 @@ from common.api.models import (
     IntegrationSetupRequest,
     OnboardRequest,
     RunRequest,
+    ScheduleDeleted,
+    ScheduleList,
+    ScheduleRequest,
+    ScheduleView,
 )
 from common.errors import BadRequest, ConvergenceError
-from common.services import costs, data, integrations, onboarding, pipelines
+from common.services import costs, data, integrations, onboarding, pipelines, schedules
 from common.services.runs import RUN_STATUSES
 
 
@@ -141,6 +145,18 @@ def cost_summary(ctx: RequestContext, org: str) -> tuple[int, Any]:
     return 200, costs.summarise(ctx.runtime, org, costs.parse_query(ctx.request.args.lists()))
 
 
+def create_schedule(ctx: RequestContext, org: str) -> tuple[int, Any]:
+    return 201, schedules.create_schedule(ctx.runtime, org, ctx.json(ScheduleRequest))
+
+
+def list_schedules(ctx: RequestContext, org: str) -> tuple[int, Any]:
+    return 200, schedules.list_schedules(ctx.runtime, org)
+
+
+def delete_schedule(ctx: RequestContext, org: str, schedule_id: str) -> tuple[int, Any]:
+    return 200, schedules.delete_schedule(ctx.runtime, org, schedule_id)
+
+
 TENANT_ERRORS = (400, 401, 403, 404, 413, 503)
 ROUTES: list[Route] = [
     Route("GET", "/health", health, "none", "both", "Liveness and warehouse reachability", errors=(503,)),
@@ -167,16 +183,16 @@ ROUTES: list[Route] = [
     Route("POST", "/api/v1/pipelines/run/<org>/<provider>/<domain>/<template>", run_pipeline, "tenant", "trigger",
           "Start a templated pipeline run", status=202, request_model=RunRequest,
           headers={"Idempotency-Key": "Replays with the same key return the original run"},
-          errors=(400, 401, 403, 404, 409, 413, 422, 503)),
+          errors=(400, 401, 403, 404, 409, 413, 422, 429, 503), rate_limited=True),
     Route("GET", "/api/v1/pipelines/runs/<run_id>", get_run, "tenant", "trigger", "One run with its steps",
-          errors=(401, 404, 503)),
+          errors=(401, 404, 429, 503), rate_limited=True),
     Route("GET", "/api/v1/pipelines/status/<org>/<run_id>", get_run_status, "tenant", "trigger",
-          "One run with its steps (org in the path)", errors=(401, 403, 404, 503)),
+          "One run with its steps (org in the path)", errors=(401, 403, 404, 429, 503), rate_limited=True),
     Route("GET", "/api/v1/pipelines/runs", list_runs, "tenant", "trigger", "This tenant's runs, newest first",
           query={"status": "PENDING, RUNNING, COMPLETE or FAILED", "limit": "1-1000, default 50"},
-          errors=(400, 401, 503)),
+          errors=(400, 401, 429, 503), rate_limited=True),
     Route("GET", "/api/v1/pipelines/templates", list_templates, "tenant", "trigger",
-          "Runnable templates and their variables", errors=(401, 503)),
+          "Runnable templates and their variables", errors=(401, 429, 503), rate_limited=True),
     Route("POST", "/api/v1/data/<org>/uploads/<table>", upload, "tenant", "trigger",
           "Load CSV, NDJSON or Parquet into a tenant table", status=201,
           request_content={"text/csv": "string", "application/x-ndjson": "string",
@@ -195,6 +211,22 @@ ROUTES: list[Route] = [
                         "exchange_rates or focus_costs is unusable (invalid_exchange_rates, "
                         "ambiguous_exchange_rate, invalid_focus_costs)",
                }),
+    # Schedules are served by the trigger function, which owns pipelines (CONTRACT §2 does not list them).
+    ModelRoute("POST", "/api/v1/schedules/<org>", create_schedule, "tenant", "trigger",
+               "Schedule a template for this tenant (cron in a time zone, at most every 15 minutes)", status=201,
+               request_model=ScheduleRequest, response_model=ScheduleView, errors=(400, 401, 403, 409, 413, 422, 503),
+               error_descriptions={
+                   400: "Unknown template (template_not_found), bad parameter (invalid_parameter), cron "
+                        "(invalid_cron) or time zone (invalid_time_zone)",
+                   409: "A schedule of this tenant already has this name (schedule_name_taken)",
+                   422: "Invalid body, a cron more frequent than every 15 minutes (schedule_too_frequent), or "
+                        "the tenant's 50 schedules reached (schedule_limit_reached)",
+               }),
+    ModelRoute("GET", "/api/v1/schedules/<org>", list_schedules, "tenant", "trigger",
+               "This tenant's schedules with their next slot", response_model=ScheduleList, errors=(401, 403, 503)),
+    ModelRoute("DELETE", "/api/v1/schedules/<org>/<schedule_id>", delete_schedule, "tenant", "trigger",
+               "Delete a schedule; it never starts again", response_model=ScheduleDeleted,
+               errors=(401, 403, 404, 503)),
 ]  # fmt: skip
 
 

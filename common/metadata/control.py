@@ -9,6 +9,8 @@ from common.warehouse.sql import table_ref
 
 CONTROL_TABLES = (
     "org_profiles", "org_subscriptions", "org_api_keys", "org_integration_credentials", "tenant_keysets",
+    "org_usage", "org_rate_windows",
+    "org_schedules", "schedule_dispatches",
 )  # fmt: skip
 
 

@@ -86,6 +86,15 @@ def register_organization(ctx: StepContext) -> StepResult:
     return StepResult(rows_processed=2, details={"org_slug": org, "plan": plan})
 
 
+@processor("setup.init_usage")
+def init_usage(ctx: StepContext) -> StepResult:
+    """Start the organisation's quota counters (runs today, templates used) at zero."""
+    from common.services.quotas import init_usage as start_counters
+
+    start_counters(ctx.runtime, ctx.tenant_id)
+    return StepResult(rows_processed=1, details={"org_slug": ctx.tenant_id})
+
+
 def _check(name: str, ok: bool, message: str, status_if_bad: str = "failed") -> dict[str, Any]:
     return {"name": name, "status": "passed" if ok else status_if_bad, "message": message}
 

@@ -6,6 +6,8 @@ import hashlib
 import json
 import re
 import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from common.bus.messages import StepMessage
@@ -19,7 +21,7 @@ from common.errors import (
 )
 from common.processors.registry import is_registered
 from common.runtime import Runtime
-from common.services import runs
+from common.services import quotas, runs
 from common.templates import list_templates, load_template, resolve_template
 from common.templates.resolver import TemplateError
 
@@ -44,8 +46,16 @@ def start_run(
     trigger_type: str = "api",
     idempotency_key: str | None = None,
     publish: bool = True,
+    admission: quotas.Admission | None = None,
 ) -> tuple[dict[str, Any], bool]:
-    """Create a PENDING run and enqueue its first step (unless the caller drives it). Returns (run, replayed)."""
+    """Create a PENDING run and enqueue its first step (unless the caller drives it). Returns (run, replayed).
+
+    Order of refusals: an Idempotency-Key replay answers the earlier run and an identical run in flight is
+    409, both before the quota is checked, so retrying a request never spends quota; then the plan's
+    quotas (429, `common.services.quotas`); a refused run leaves no record and publishes nothing. A caller
+    that already admitted the run in bulk (`quotas.admit_runs`) passes its `admission`; it is marked used
+    once the run record exists, and otherwise stays the caller's to release.
+    """
     if body is None:
         body = {}
     if not isinstance(body, dict):
@@ -79,10 +89,13 @@ def start_run(
                 code="run_in_flight",
                 pipeline_logging_id=active[0]["pipeline_logging_id"],
             )
-        record = runs.create_run(
-            wh, pipeline, run_id=run_id, trigger_type=trigger_type,
-            trigger_by=pipeline.parameters["trigger_by"], fingerprint=run_fingerprint, idempotency_key=idempotency_key,
-        )  # fmt: skip
+        template_id = quotas.template_key(provider, domain, template_name)
+        with quotas.reserved_run(rt, tenant_id, template_id, admission) as reservation:
+            record = runs.create_run(
+                wh, pipeline, run_id=run_id, trigger_type=trigger_type,
+                trigger_by=pipeline.parameters["trigger_by"], fingerprint=run_fingerprint,
+                idempotency_key=idempotency_key,
+            )  # fmt: skip
     message = StepMessage(run_id=run_id, tenant_id=tenant_id, step_index=0)
     if not publish:
         return runs.run_view(record, {}, pipeline), False
@@ -90,8 +103,79 @@ def start_run(
         rt.bus.publish(rt.settings.steps_topic, message, message.attributes())
     except ConvergenceError as exc:
         runs.append_run_status(wh, tenant_id, record, "FAILED", error_message=f"could not enqueue: {exc.message}")
+        reservation.used = False
+        quotas.release_runs(rt, [reservation])
         raise DependencyUnavailable("the message bus did not accept the run; it was not started") from None
     return runs.run_view(record, {}, pipeline), False
+
+
+@dataclass
+class StartOutcome:
+    """What `start_runs` did for one tenant: a run (new, or `replayed` from an earlier delivery) or an error."""
+
+    run: dict[str, Any] | None
+    replayed: bool = False
+    error: ConvergenceError | None = None
+
+
+def start_runs(
+    rt: Runtime,
+    tenant_ids: Sequence[str],
+    provider: str,
+    domain: str,
+    template_name: str,
+    body: dict[str, Any],
+    *,
+    trigger_type: str = "bulk",
+    idempotency_key: str | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> dict[str, StartOutcome]:
+    """Start one template for many tenants (PENDING, nothing published: the caller batches step 0).
+
+    Quotas are checked and reserved for all tenants at once (`quotas.admit_runs`: a constant number of
+    warehouse statements, not one per tenant); a tenant refused by its plan gets the 429 as its error,
+    unless `idempotency_key` finds the run an earlier delivery of the same request started, which is
+    answered as replayed. When `should_stop()` turns true (a time budget), the tenants not reached yet are
+    left out of the answer, for the caller to hand on. Slots of admitted tenants that started nothing
+    (replay, identical run in flight, bad input, not reached) are given back in one statement. An unknown
+    template raises NotFound before anything.
+    """
+    load_template(provider, domain, template_name)
+    admissions = quotas.admit_runs(rt, tenant_ids, quotas.template_key(provider, domain, template_name))
+    outcomes: dict[str, StartOutcome] = {}
+    try:
+        for tenant, admission in admissions.items():
+            if should_stop is not None and should_stop():
+                break
+            if not admission.admitted:
+                outcomes[tenant] = _refused_or_replayed(rt, tenant, admission, idempotency_key)
+                continue
+            try:
+                run, replayed = start_run(
+                    rt, tenant, provider, domain, template_name, dict(body), trigger_type=trigger_type,
+                    idempotency_key=idempotency_key, publish=False, admission=admission,
+                )  # fmt: skip
+                outcomes[tenant] = StartOutcome(run, replayed=replayed)
+            except ConvergenceError as exc:
+                outcomes[tenant] = StartOutcome(None, error=exc)
+    finally:
+        quotas.release_runs(rt, admissions.values())
+    return outcomes
+
+
+def _refused_or_replayed(
+    rt: Runtime, tenant: str, admission: quotas.Admission, idempotency_key: str | None
+) -> StartOutcome:
+    """A tenant refused by its quota, unless an earlier delivery of this request already started its run."""
+    if idempotency_key is None:
+        return StartOutcome(None, error=admission.refusal)
+    try:
+        earlier = runs.latest_runs(rt.warehouse, tenant, idempotency_key=idempotency_key, limit=1)
+        if earlier:
+            return StartOutcome(get_run(rt, tenant, earlier[0]["pipeline_logging_id"]), replayed=True)
+    except ConvergenceError as exc:
+        return StartOutcome(None, error=exc)
+    return StartOutcome(None, error=admission.refusal)
 
 
 def get_run(rt: Runtime, tenant_id: str, run_id: str) -> dict[str, Any]:

@@ -77,7 +77,11 @@ def fan_out(rt: Runtime, message: ScheduleMessage) -> dict[str, int]:
 
 
 def start_chunk(rt: Runtime, message: ScheduleMessage, *, now: Any = time.monotonic) -> dict[str, int]:
-    """Level 2: start the template for each tenant of a chunk, then enqueue every step 0 in one batch."""
+    """Level 2: start the template for each tenant of a chunk, then enqueue every step 0 in one batch.
+
+    `pipelines.start_runs` admits the chunk's quotas in bulk; when the time budget is spent it stops, and
+    the tenants it did not reach are handed on in a new message.
+    """
     assert isinstance(message.tenants, list)
     provider, domain, template = message.template.split("/")
     deadline = now() + rt.settings.fanout_time_budget_seconds
@@ -85,34 +89,37 @@ def start_chunk(rt: Runtime, message: ScheduleMessage, *, now: Any = time.monoto
     active = set(active_tenants(rt, wanted))
     outcome: Counter[str] = Counter(unknown_tenants=len([t for t in wanted if t not in active]))
     body = dict(message.parameters) | {"trigger_by": message.trigger_by}
-    key = idempotency_key(message)
-    steps: list[StepMessage] = []
     tenants = [t for t in wanted if t in active]
-    for position, tenant in enumerate(tenants):
-        if now() > deadline:
-            rest = message.model_copy(update={"tenants": tenants[position:]})
-            rt.bus.publish(rt.settings.schedules_topic, rest, rest.attributes())
-            outcome["handed_on"] = len(tenants) - position
-            break
-        try:
-            run, replayed = pipelines.start_run(
-                rt, tenant, provider, domain, template, body,
-                trigger_type=message.trigger_type, idempotency_key=key, publish=False,
-            )  # fmt: skip
-        except Conflict:
-            outcome["in_flight"] += 1
+    try:
+        started = pipelines.start_runs(
+            rt, tenants, provider, domain, template, body, trigger_type=message.trigger_type,
+            idempotency_key=idempotency_key(message), should_stop=lambda: now() > deadline,
+        )  # fmt: skip
+    except ConvergenceError as exc:  # the template itself is unusable: nothing of this chunk can start
+        log.error("%s not started for %d tenants: %s", message.template, len(tenants), exc.message)
+        return dict(outcome | Counter(refused=len(tenants)))
+    steps: list[StepMessage] = []
+    for tenant, result in started.items():
+        if result.error is not None:
+            error = result.error
+            outcome["in_flight" if isinstance(error, Conflict) else
+                    "refused" if error.status in (400, 404, 409, 422, 429) else "failed"] += 1  # fmt: skip
+            if not isinstance(error, Conflict):
+                log.warning("%s for %s not started: %s", message.template, tenant, error.message)
             continue
-        except ConvergenceError as exc:
-            outcome["refused" if exc.status in (400, 404, 409, 422, 429) else "failed"] += 1
-            log.warning("%s for %s not started: %s", message.template, tenant, exc.message)
-            continue
-        if replayed:
+        run = result.run or {}
+        if result.replayed:
             outcome["already_started"] += 1
-            if run["status"] != "PENDING" or run["steps"]:
+            if run.get("status") != "PENDING" or run.get("steps"):
                 continue  # an earlier delivery enqueued it; a PENDING run with no step may not have been
         else:
             outcome["started"] += 1
         steps.append(StepMessage(run_id=run["pipeline_logging_id"], tenant_id=tenant, step_index=0))
+    rest = [t for t in tenants if t not in started]
+    if rest:
+        follow_up = message.model_copy(update={"tenants": rest})
+        rt.bus.publish(rt.settings.schedules_topic, follow_up, follow_up.attributes())
+        outcome["handed_on"] = len(rest)
     _enqueue(rt, steps, outcome)
     return dict(outcome)
 

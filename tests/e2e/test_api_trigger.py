@@ -39,6 +39,9 @@ TRIGGER_ROUTES = {
     ("get", "/api/v1/data/{org}/tables"),
     ("get", "/api/v1/data/{org}/tables/{table}"),
     ("get", "/api/v1/costs/{org}/summary"),
+    ("post", "/api/v1/schedules/{org}"),
+    ("get", "/api/v1/schedules/{org}"),
+    ("delete", "/api/v1/schedules/{org}/{schedule_id}"),
 }
 PARAM = re.compile(r"\{[a-z_]+\}")
 RUN_FIELDS = {

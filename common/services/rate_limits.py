@@ -1,0 +1,292 @@
+"""Per-tenant rate limit of the pipeline routes: RATE_LIMIT_PER_MINUTE (default 50) requests per UTC minute.
+
+Windows are fixed UTC minutes. A tenant's request is admitted while the requests admitted for it in the
+current minute are fewer than the limit; the next one is refused with 429 `rate_limited` and Retry-After =
+the seconds left in the minute. Refused requests do not count. A client may send up to the limit at the end
+of one minute and again at the start of the next (the usual price of fixed windows). Requests refused as
+invalid input (400, 413, 415, 422) are given back: they cost no warehouse or bus work.
+
+**Embedded mode** (one process, DuckDB): the count is kept in this process under a lock, so the limit is
+exact.
+
+**gcp and emulators modes** (BigQuery, many function instances): counting every request in the warehouse
+would cost a DML statement per request, and BigQuery admits only a few mutating statements per table at a
+time. So each instance counts in memory and, at most every SYNC_INTERVAL_SECONDS (10 s) and only while it
+serves pipeline requests, appends what it admitted since the last sync to `org_rate_windows` (one INSERT of
+a row per tenant and minute) and reads the other instances' totals of the current minute (one query). A
+request is admitted while `this instance's count + the others' totals as last read` is below the limit. The
+sync runs in a background thread: a request never waits for the warehouse, and a failed sync is logged and
+retried with the next one (the instance then limits on its own counts alone).
+
+The bound this gives: in one minute, every instance admits at most `limit` requests of a tenant by its own
+count, so N instances admit at most **N x limit** in the worst case (all of them bursting in the same
+10 seconds, before any sync). Where a tenant's requests are spread over the minute, the excess over the
+limit is at most what the other instances admitted in the last sync interval plus the one in flight
+(about limit/6 per other instance for an even spread). An idle instance writes nothing; one that serves
+requests appends at most one statement per 10 s, and deletes rows older than two days once an hour.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import math
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+from common.errors import ConvergenceError, RateLimited
+from common.runtime import Runtime
+from common.warehouse.sql import table_ref
+
+log = logging.getLogger(__name__)
+
+WINDOW_SECONDS = 60
+SYNC_INTERVAL_SECONDS = 10.0
+CLEANUP_INTERVAL_SECONDS = 3600.0
+RETENTION = dt.timedelta(days=2)
+ROWS_PER_INSERT = 1000  # 3 parameters a row stays far below BigQuery's 10,000 parameters per query
+CACHE_KEY = "rate_limiter"
+NOT_COUNTED = frozenset({400, 413, 415, 422})  # refused as invalid input, before any warehouse or bus work
+
+Clock = Callable[[], float]
+Runner = Callable[[Callable[[], None]], None]
+
+
+def _window_start(window: int) -> dt.datetime:
+    return dt.datetime.fromtimestamp(window * WINDOW_SECONDS, dt.UTC)
+
+
+class WarehouseWindows:
+    """The counts of all instances, shared through the control table `org_rate_windows`."""
+
+    def __init__(self, rt: Runtime, instance_id: str | None = None) -> None:
+        self.rt = rt
+        self.instance_id = instance_id or uuid.uuid4().hex
+        self.table = table_ref(rt.settings.control_dataset, "org_rate_windows")
+
+    def append(self, hits: dict[tuple[int, str], int], recorded_at: dt.datetime) -> None:
+        """Add this instance's admitted requests per (window, tenant): INSERTs only, a row per pair."""
+        items = sorted(hits.items())
+        for start in range(0, len(items), ROWS_PER_INSERT):
+            part = items[start : start + ROWS_PER_INSERT]
+            params: dict[str, object] = {"instance": self.instance_id, "now": recorded_at}
+            rows = []
+            for index, ((window, tenant), count) in enumerate(part):
+                params |= {
+                    f"org_{index}": tenant,
+                    f"window_{index}": _window_start(window),
+                    f"hits_{index}": count,
+                }
+                rows.append(f"(@org_{index}, @window_{index}, @instance, @hits_{index}, @now)")
+            self.rt.warehouse.execute(
+                f"INSERT INTO {self.table} (org_slug, window_start, instance_id, hits, recorded_at)"
+                f" VALUES {', '.join(rows)}",
+                params,
+            )
+
+    def others(self, window: int) -> dict[str, int]:
+        """What every other instance has appended for the window, per tenant."""
+        rows = self.rt.warehouse.query(
+            f"SELECT org_slug, SUM(hits) AS hits FROM {self.table}"
+            " WHERE window_start = @window AND instance_id != @instance GROUP BY org_slug",
+            {"window": _window_start(window), "instance": self.instance_id},
+        )
+        return {row["org_slug"]: int(row["hits"]) for row in rows}
+
+    def forget_before(self, moment: dt.datetime) -> None:
+        """Delete windows older than `moment`."""
+        self.rt.warehouse.execute(
+            f"DELETE FROM {self.table} WHERE window_start < @before", {"before": moment}
+        )
+
+
+def _in_background(work: Callable[[], None]) -> None:
+    def run() -> None:
+        try:
+            work()
+        except Exception:  # a sync must never take the instance down; the next one tries again
+            log.exception("rate-limit sync failed")
+
+    threading.Thread(target=run, name="rate-limit-sync", daemon=True).start()
+
+
+class RateLimiter:
+    """Fixed one-minute windows per tenant; shared through `store` across instances when one is given."""
+
+    def __init__(
+        self,
+        limit: int,
+        *,
+        now: Clock = time.time,
+        store: WarehouseWindows | None = None,
+        sync_interval: float = SYNC_INTERVAL_SECONDS,
+        run_sync: Runner = _in_background,
+    ) -> None:
+        if limit < 1:
+            raise ValueError("limit must be at least 1")
+        self.limit = limit
+        self._now = now
+        self._store = store
+        self._sync_interval = sync_interval
+        self._run_sync = run_sync
+        self._lock = threading.Lock()
+        self._window = -1
+        self._local: Counter[str] = Counter()  # admitted here in the current window
+        self._others: dict[str, int] = {}  # the other instances' totals of the current window, as last read
+        self._unsent: Counter[tuple[int, str]] = Counter()  # admitted here, not yet appended to the store
+        self._last_sync = -math.inf
+        self._last_cleanup = -math.inf
+        self._syncing = False
+
+    @property
+    def shared(self) -> bool:
+        """Whether counts are shared with other instances through the warehouse."""
+        return self._store is not None
+
+    def check(self, tenant: str) -> int:
+        """Count one request of `tenant` and return its window; 429 when its minute is used up."""
+        window, work = self._count(tenant)
+        if work is not None:
+            try:
+                self._run_sync(work)
+            except Exception:
+                log.exception("rate-limit sync could not start")
+                with self._lock:
+                    self._syncing = False
+        return window
+
+    def _count(self, tenant: str) -> tuple[int, Callable[[], None] | None]:
+        with self._lock:
+            now = self._now()
+            window = int(now // WINDOW_SECONDS)
+            self._roll(window)
+            used = self._local[tenant] + self._others.get(tenant, 0)
+            if used >= self.limit:
+                retry_after = max(1, math.ceil((window + 1) * WINDOW_SECONDS - now))
+                raise RateLimited(
+                    f"{tenant} may make {self.limit} requests per minute to the pipeline routes;"
+                    f" try again in {retry_after} s",
+                    code="rate_limited", retry_after=retry_after,
+                    limit="rate_limit_per_minute", limit_value=self.limit,
+                )  # fmt: skip
+            self._local[tenant] += 1
+            if self._store is None:
+                return window, None
+            self._unsent[(window, tenant)] += 1
+            if self._syncing or now - self._last_sync < self._sync_interval:
+                return window, None
+            self._syncing = True
+            return window, self._take_work(now)
+
+    def refund(self, tenant: str, window: int) -> None:
+        """Uncount one request of `tenant` counted in `window` (nothing once that window is over)."""
+        with self._lock:
+            if window == self._window and self._local[tenant] > 0:
+                self._local[tenant] -= 1
+            if self._unsent[(window, tenant)] > 0:
+                self._unsent[(window, tenant)] -= 1
+
+    def used(self, tenant: str) -> int:
+        """Requests of `tenant` counted in the current window (this instance's and the others' as read)."""
+        with self._lock:
+            self._roll(int(self._now() // WINDOW_SECONDS))
+            return self._local[tenant] + self._others.get(tenant, 0)
+
+    def sync(self) -> None:
+        """Append this instance's counts and read the others' now (normally left to the request path)."""
+        with self._lock:
+            if self._store is None or self._syncing:
+                return
+            self._syncing = True
+            work = self._take_work(self._now())
+        work()
+
+    def _roll(self, window: int) -> None:
+        # Called with the lock held: a new minute starts with nothing counted.
+        if window > self._window:
+            self._window, self._local, self._others = window, Counter(), {}
+
+    def _take_work(self, now: float) -> Callable[[], None]:
+        # Called with the lock held: what to send, and which window to read, as of `now`.
+        self._last_sync = now
+        unsent, self._unsent = self._unsent, Counter()
+        window = int(now // WINDOW_SECONDS)
+        cleanup = now - self._last_cleanup >= CLEANUP_INTERVAL_SECONDS
+        if cleanup:
+            self._last_cleanup = now
+        moment = dt.datetime.fromtimestamp(now, dt.UTC)
+        return lambda: self._exchange(dict(unsent), window, moment, cleanup)
+
+    def _exchange(
+        self, unsent: dict[tuple[int, str], int], window: int, moment: dt.datetime, cleanup: bool
+    ) -> None:
+        store = self._store
+        assert store is not None
+        try:
+            try:
+                if unsent:
+                    store.append(unsent, moment)
+            except ConvergenceError as exc:
+                log.warning("rate-limit counts not shared (kept for the next sync): %s", exc.message)
+                with self._lock:  # only what can still matter: this minute and the one before
+                    self._unsent.update({key: n for key, n in unsent.items() if key[0] >= self._window - 1})
+                return
+            try:
+                others = store.others(window)
+            except ConvergenceError as exc:
+                log.warning("rate-limit counts of other instances not read: %s", exc.message)
+                return
+            with self._lock:
+                self._roll(window)
+                if self._window == window:
+                    self._others = others
+            if cleanup:
+                try:
+                    store.forget_before(moment - RETENTION)
+                except ConvergenceError as exc:
+                    log.warning("old rate-limit windows not deleted: %s", exc.message)
+        finally:
+            with self._lock:
+                self._syncing = False
+
+
+_create_lock = threading.Lock()
+
+
+def limiter_for(rt: Runtime) -> RateLimiter:
+    """This instance's limiter: in-process for DuckDB, shared through the warehouse for BigQuery."""
+    limiter = rt.caches.get(CACHE_KEY)
+    if limiter is None:
+        with _create_lock:
+            limiter = rt.caches.get(CACHE_KEY)
+            if limiter is None:
+                store = WarehouseWindows(rt) if rt.warehouse.name == "bigquery" else None
+                limiter = RateLimiter(rt.settings.rate_limit_per_minute, store=store)
+                rt.caches[CACHE_KEY] = limiter
+    return limiter
+
+
+def install(rt: Runtime, limiter: RateLimiter) -> None:
+    """Use `limiter` for this runtime (e.g. one with another clock)."""
+    rt.caches[CACHE_KEY] = limiter
+
+
+@contextmanager
+def counted(rt: Runtime, tenant: str) -> Iterator[None]:
+    """Count one pipeline-route request of `tenant` around its handling; 429 `rate_limited` when over.
+
+    A request refused as invalid input (NOT_COUNTED statuses) is uncounted again: it cost the platform no
+    warehouse or bus work, and a client correcting its request should not find its minute spent on it.
+    """
+    limiter = limiter_for(rt)
+    window = limiter.check(tenant)
+    try:
+        yield
+    except ConvergenceError as exc:
+        if exc.status in NOT_COUNTED:
+            limiter.refund(tenant, window)
+        raise
