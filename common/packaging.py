@@ -38,6 +38,7 @@ SOURCE_ROOT = Path(__file__).resolve().parent.parent
 DEV_ONLY = (
     "common/cli.py",
     "common/cli_keys.py",
+    "common/cli_schedules.py",
     "common/cli_output.py",
     "common/packaging.py",
     "common/packaging_cli.py",
