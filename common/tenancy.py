@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import re
+from typing import Annotated
+
+from pydantic import AfterValidator
 
 from common.errors import BadRequest
 
@@ -13,6 +16,17 @@ TEMPLATE_SEGMENT_RE = re.compile(r"^[a-z][a-z0-9_]{0,49}$")
 
 # Tables of a tenant's dataset that the platform owns; tenants read them but never upload into them.
 METADATA_TABLES = frozenset({"pipeline_runs", "step_logs", "dq_results"})
+
+
+def not_a_metadata_table(value: str) -> str:
+    """A pydantic field validator: refuse a step writing into a table the platform maintains."""
+    if value in METADATA_TABLES:
+        raise ValueError(f"{value} is maintained by the platform")
+    return value
+
+
+# A tenant table a step may write: never one the platform maintains.
+WritableTable = Annotated[str, AfterValidator(not_a_metadata_table)]
 
 
 def validate_tenant_id(value: str, *, field: str = "org_slug") -> str:

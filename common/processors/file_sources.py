@@ -17,7 +17,7 @@ from common.errors import ConfigurationError, TerminalError
 from common.processors.registry import StepContext, StepResult, processor
 from common.services.integrations import read_integration
 from common.sources.files import ColumnNames, Format, read_location
-from common.tenancy import METADATA_TABLES
+from common.tenancy import WritableTable
 
 IDENT = r"^[a-z][a-z0-9_]{0,63}$"
 COLUMN = r"^[A-Za-z_][A-Za-z0-9_]{0,299}$"
@@ -30,7 +30,7 @@ class FileSourceConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    table: str = Field(pattern=IDENT, description="tenant raw table, replaced whole by each load")
+    table: WritableTable = Field(pattern=IDENT, description="tenant raw table, replaced whole by each load")
     integration: Literal["aws", "azure", "gcp"] | None = Field(
         None, description="provider whose integration settings give the location when `uri` is empty"
     )
@@ -40,13 +40,6 @@ class FileSourceConfig(BaseModel):
     column_names: ColumnNames = "snake_case"
     required_columns: list[str] = Field(default_factory=list)
     optional_columns: list[str] = Field(default_factory=list)
-
-    @field_validator("table")
-    @classmethod
-    def _not_platform_table(cls, value: str) -> str:
-        if value in METADATA_TABLES:
-            raise ValueError(f"{value} is maintained by the platform")
-        return value
 
     @field_validator("required_columns", "optional_columns")
     @classmethod

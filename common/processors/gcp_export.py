@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field
 
 from common.errors import ConfigurationError
 from common.metadata.schemas import load_schema
@@ -23,7 +23,7 @@ from common.sources.gcp_export import (
     tenant_bigquery_client,
     uses_platform_engine,
 )
-from common.tenancy import METADATA_TABLES
+from common.tenancy import WritableTable
 
 SCHEMA = "gcp_billing_export_v1"
 
@@ -33,16 +33,9 @@ class BillingExportConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    table: str = Field(
+    table: WritableTable = Field(
         SCHEMA, pattern=r"^[a-z][a-z0-9_]{0,63}$", description="destination table of the tenant"
     )
-
-    @field_validator("table")
-    @classmethod
-    def _not_platform_table(cls, value: str) -> str:
-        if value in METADATA_TABLES:
-            raise ValueError(f"{value} is maintained by the platform")
-        return value
 
 
 def _run_day(ctx: StepContext) -> dt.date:

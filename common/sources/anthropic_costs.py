@@ -12,7 +12,14 @@ from decimal import Decimal
 from typing import Any
 
 from common.settings import Settings
-from common.sources.cost_window import CostFetch, CostWindow, amount_text, decimal_of, optional_text
+from common.sources.cost_window import (
+    CostFetch,
+    CostWindow,
+    amount_text,
+    decimal_of,
+    optional_text,
+    window_results,
+)
 from common.sources.provider_http import ProviderApi, ProviderBadResponse, QueryParams, required
 
 COST_REPORT_PATH = "/v1/organizations/cost_report"
@@ -63,32 +70,21 @@ def _moment(bucket: dict[str, Any], key: str, where: str) -> dt.datetime:
     return moment.replace(tzinfo=dt.UTC) if moment.tzinfo is None else moment.astimezone(dt.UTC)
 
 
+def _bucket_bounds(bucket: dict[str, Any], where: str) -> tuple[dt.datetime, dt.datetime]:
+    return _moment(bucket, "starting_at", where), _moment(bucket, "ending_at", where)
+
+
 def parse_page(page: dict[str, Any], window: CostWindow, fetch: CostFetch) -> None:
     """Add one page's results (those of buckets inside the window) to fetch."""
-    where_page = f"{LABEL} page {fetch.stats.pages or 1}"
-    buckets = required(page, "data", where_page)
-    if not isinstance(buckets, list):
-        raise ProviderBadResponse(f"{where_page}: data is not a list")
-    for b, bucket in enumerate(buckets):
-        where = f"{where_page}, bucket {b}"
-        start = _moment(bucket, "starting_at", where)
-        end = _moment(bucket, "ending_at", where)
-        results = required(bucket, "results", where)
-        if not isinstance(results, list):
-            raise ProviderBadResponse(f"{where}: results is not a list")
-        if not window.holds(start):
-            fetch.buckets_outside_window += 1
-            continue
-        for r, result in enumerate(results):
-            at = f"{where}, result {r}"
-            cents = amount_text(required(result, "amount", at), f"{at} amount")
-            currency = required(result, "currency", at)
-            if not isinstance(currency, str) or not currency.strip():
-                raise ProviderBadResponse(f"{at}: currency is not a currency code")
-            row = {"bucket_start": start, "bucket_end": end}
-            row |= {name: optional_text(result, name, at) for name in OPTIONAL_FIELDS}
-            row |= {"currency": currency, "amount": cents}
-            fetch.add(row, currency, decimal_of(cents, f"{at} amount") / CENTS_PER_DOLLAR)
+    for start, end, result, at in window_results(page, window, fetch, label=LABEL, bounds=_bucket_bounds):
+        cents = amount_text(required(result, "amount", at), f"{at} amount")
+        currency = required(result, "currency", at)
+        if not isinstance(currency, str) or not currency.strip():
+            raise ProviderBadResponse(f"{at}: currency is not a currency code")
+        row = {"bucket_start": start, "bucket_end": end}
+        row |= {name: optional_text(result, name, at) for name in OPTIONAL_FIELDS}
+        row |= {"currency": currency, "amount": cents}
+        fetch.add(row, currency, decimal_of(cents, f"{at} amount") / CENTS_PER_DOLLAR)
 
 
 def fetch_costs(api: ProviderApi, window: CostWindow) -> CostFetch:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections import defaultdict
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -91,3 +92,35 @@ def optional_text(obj: dict[str, Any], key: str, where: str) -> str | None:
     if value is None or isinstance(value, str):
         return value
     raise ProviderBadResponse(f"{where}: {key} is not a string")
+
+
+def window_results(
+    page: dict[str, Any],
+    window: CostWindow,
+    fetch: CostFetch,
+    *,
+    label: str,
+    bounds: Callable[[dict[str, Any], str], tuple[dt.datetime, dt.datetime]],
+) -> Iterator[tuple[dt.datetime, dt.datetime, dict[str, Any], str]]:
+    """(bucket start, bucket end, result, where) of every result of a page's buckets inside the window.
+
+    Both cost APIs page through `data: [{<bucket bounds>, results: [...]}]`; buckets outside the window are
+    counted, never loaded, so they cannot slip past the day's delete. `where` names the result in errors.
+    """
+    from common.sources.provider_http import required
+
+    where_page = f"{label} page {fetch.stats.pages or 1}"
+    buckets = required(page, "data", where_page)
+    if not isinstance(buckets, list):
+        raise ProviderBadResponse(f"{where_page}: data is not a list")
+    for b, bucket in enumerate(buckets):
+        where = f"{where_page}, bucket {b}"
+        start, end = bounds(bucket, where)
+        results = required(bucket, "results", where)
+        if not isinstance(results, list):
+            raise ProviderBadResponse(f"{where}: results is not a list")
+        if not window.holds(start):
+            fetch.buckets_outside_window += 1
+            continue
+        for r, result in enumerate(results):
+            yield start, end, result, f"{where}, result {r}"

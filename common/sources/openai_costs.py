@@ -11,7 +11,14 @@ import datetime as dt
 from typing import Any
 
 from common.settings import Settings
-from common.sources.cost_window import CostFetch, CostWindow, amount_text, decimal_of, optional_text
+from common.sources.cost_window import (
+    CostFetch,
+    CostWindow,
+    amount_text,
+    decimal_of,
+    optional_text,
+    window_results,
+)
 from common.sources.provider_http import ProviderApi, ProviderBadResponse, QueryParams, required
 
 COSTS_PATH = "/v1/organization/costs"
@@ -47,41 +54,30 @@ def _timestamp(bucket: dict[str, Any], key: str, where: str) -> dt.datetime:
     return dt.datetime.fromtimestamp(value, dt.UTC)
 
 
+def _bucket_bounds(bucket: dict[str, Any], where: str) -> tuple[dt.datetime, dt.datetime]:
+    return _timestamp(bucket, "start_time", where), _timestamp(bucket, "end_time", where)
+
+
 def parse_page(
     page: dict[str, Any], window: CostWindow, fetch: CostFetch, *, organization_id: str | None
 ) -> None:
     """Add one page's results (those of buckets inside the window) to fetch."""
-    where_page = f"{LABEL} page {fetch.stats.pages or 1}"
-    buckets = required(page, "data", where_page)
-    if not isinstance(buckets, list):
-        raise ProviderBadResponse(f"{where_page}: data is not a list")
-    for b, bucket in enumerate(buckets):
-        where = f"{where_page}, bucket {b}"
-        start = _timestamp(bucket, "start_time", where)
-        end = _timestamp(bucket, "end_time", where)
-        results = required(bucket, "results", where)
-        if not isinstance(results, list):
-            raise ProviderBadResponse(f"{where}: results is not a list")
-        if not window.holds(start):
-            fetch.buckets_outside_window += 1
-            continue
-        for r, result in enumerate(results):
-            at = f"{where}, result {r}"
-            amount = required(result, "amount", at)
-            value = amount_text(required(amount, "value", f"{at} amount"), f"{at} amount.value")
-            currency = required(amount, "currency", f"{at} amount")
-            if not isinstance(currency, str) or not currency.strip():
-                raise ProviderBadResponse(f"{at}: amount.currency is not a currency code")
-            row = {
-                "bucket_start": start,
-                "bucket_end": end,
-                "project_id": optional_text(result, "project_id", at),
-                "line_item": optional_text(result, "line_item", at),
-                "amount_value": value,
-                "currency": currency,
-                "organization_id": optional_text(result, "organization_id", at) or organization_id,
-            }
-            fetch.add(row, currency, decimal_of(value, f"{at} amount.value"))
+    for start, end, result, at in window_results(page, window, fetch, label=LABEL, bounds=_bucket_bounds):
+        amount = required(result, "amount", at)
+        value = amount_text(required(amount, "value", f"{at} amount"), f"{at} amount.value")
+        currency = required(amount, "currency", f"{at} amount")
+        if not isinstance(currency, str) or not currency.strip():
+            raise ProviderBadResponse(f"{at}: amount.currency is not a currency code")
+        row = {
+            "bucket_start": start,
+            "bucket_end": end,
+            "project_id": optional_text(result, "project_id", at),
+            "line_item": optional_text(result, "line_item", at),
+            "amount_value": value,
+            "currency": currency,
+            "organization_id": optional_text(result, "organization_id", at) or organization_id,
+        }
+        fetch.add(row, currency, decimal_of(value, f"{at} amount.value"))
 
 
 def fetch_costs(api: ProviderApi, window: CostWindow, *, organization_id: str | None = None) -> CostFetch:
