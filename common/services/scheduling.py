@@ -115,12 +115,12 @@ def start_chunk(rt: Runtime, message: ScheduleMessage, *, now: Any = time.monoto
         else:
             outcome["started"] += 1
         steps.append(StepMessage(run_id=run["pipeline_logging_id"], tenant_id=tenant, step_index=0))
+    _enqueue(rt, steps, outcome)  # first: the runs started here must not wait on the hand-on below
     rest = [t for t in tenants if t not in started]
     if rest:
         follow_up = message.model_copy(update={"tenants": rest})
         rt.bus.publish(rt.settings.schedules_topic, follow_up, follow_up.attributes())
         outcome["handed_on"] = len(rest)
-    _enqueue(rt, steps, outcome)
     return dict(outcome)
 
 
