@@ -84,7 +84,8 @@ def seed_tenants(rt: Any, count: int) -> list[str]:
     from common.metadata.control import control_ref
     from common.metadata.schemas import load_schema
     from common.services import onboarding
-    from common.warehouse.sql import quote_identifier, table_ref
+    from common.warehouse.duckdb import table_ddl
+    from common.warehouse.sql import quote_identifier
 
     onboarding.bootstrap(rt, BootstrapRequest())
     now = dt.datetime.now(dt.UTC)
@@ -99,15 +100,11 @@ def seed_tenants(rt: Any, count: int) -> list[str]:
         wh.insert_rows(rt.settings.control_dataset, "org_subscriptions", plans[start : start + 2000])
     # DDL in transactions of 500 tenants: one by one, DuckDB's commit of each CREATE grows with the catalog.
     runs_schema = load_schema("tenant", "pipeline_runs")
-    columns = ", ".join(
-        f"{quote_identifier(f.name)} {f.standard_sql_type()}{' NOT NULL' if f.mode == 'REQUIRED' else ''}"
-        for f in runs_schema.fields
-    )
     for start in range(0, count, 500):
         statements: list[tuple[str, None]] = []
         for tenant in tenants[start : start + 500]:
             statements.append((f"CREATE SCHEMA {quote_identifier(tenant)}", None))
-            statements.append((f"CREATE TABLE {table_ref(tenant, 'pipeline_runs')} ({columns})", None))
+            statements.append((table_ddl(tenant, runs_schema), None))
         wh.run_atomically(statements)
     _initialise_usage(rt, tenants, control_ref)
     return tenants

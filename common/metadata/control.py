@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from common.runtime import Runtime
@@ -33,8 +34,12 @@ def get_profile(rt: Runtime, org_slug: str) -> dict[str, Any] | None:
     return rows[0] if rows else None
 
 
-def active_org_slugs(rt: Runtime) -> list[str]:
+def active_org_slugs(rt: Runtime, wanted: Sequence[str] | None = None) -> list[str]:
+    """Active organisations, sorted; only those of `wanted` when given (one query either way)."""
+    only = "" if wanted is None else " AND org_slug IN UNNEST(@orgs)"
     rows = rt.warehouse.query(
-        f"SELECT DISTINCT org_slug FROM {control_ref(rt, 'org_profiles')} WHERE status = 'ACTIVE' ORDER BY org_slug"
+        f"SELECT DISTINCT org_slug FROM {control_ref(rt, 'org_profiles')} WHERE status = 'ACTIVE'{only}"
+        " ORDER BY org_slug",
+        None if wanted is None else {"orgs": list(wanted)},
     )
     return [r["org_slug"] for r in rows]

@@ -25,7 +25,7 @@ from typing import Any
 
 from common.bus.messages import DeadMessage, ScheduleMessage, StepMessage, decode_event
 from common.errors import Conflict, ConvergenceError, TerminalError
-from common.metadata.control import control_ref
+from common.metadata import control
 from common.runtime import Runtime, get_runtime
 from common.services import pipelines, runs
 
@@ -47,26 +47,10 @@ def chunks(tenants: Sequence[str], size: int) -> Iterator[list[str]]:
         yield list(tenants[start : start + size])
 
 
-def active_tenants(rt: Runtime, wanted: Sequence[str] | None = None) -> list[str]:
-    """Active tenants, sorted; only those of `wanted` when given (one query either way)."""
-    table = control_ref(rt, "org_profiles")
-    if wanted is None:
-        rows = rt.warehouse.query(
-            f"SELECT DISTINCT org_slug FROM {table} WHERE status = 'ACTIVE' ORDER BY org_slug"
-        )
-    else:
-        rows = rt.warehouse.query(
-            f"SELECT DISTINCT org_slug FROM {table} WHERE status = 'ACTIVE' AND org_slug IN UNNEST(@orgs)"
-            " ORDER BY org_slug",
-            {"orgs": list(wanted)},
-        )
-    return [r["org_slug"] for r in rows]
-
-
 def fan_out(rt: Runtime, message: ScheduleMessage) -> dict[str, int]:
     """Level 1: publish one chunk message per FANOUT_CHUNK_SIZE tenants; nothing is started here."""
     size = rt.settings.fanout_chunk_size
-    tenants = active_tenants(rt) if message.tenants == "*" else sorted(set(message.tenants))
+    tenants = control.active_org_slugs(rt) if message.tenants == "*" else sorted(set(message.tenants))
     parts = [
         message.model_copy(update={"tenants": part, "chunk": index})
         for index, part in enumerate(chunks(tenants, size))
@@ -86,7 +70,7 @@ def start_chunk(rt: Runtime, message: ScheduleMessage, *, now: Any = time.monoto
     provider, domain, template = message.template.split("/")
     deadline = now() + rt.settings.fanout_time_budget_seconds
     wanted = list(dict.fromkeys(message.tenants))
-    active = set(active_tenants(rt, wanted))
+    active = set(control.active_org_slugs(rt, wanted))
     outcome: Counter[str] = Counter(unknown_tenants=len([t for t in wanted if t not in active]))
     body = dict(message.parameters) | {"trigger_by": message.trigger_by}
     tenants = [t for t in wanted if t in active]

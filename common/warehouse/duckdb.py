@@ -69,6 +69,15 @@ def _transpile(sql: str) -> str:
     return ";\n".join(tree.transform(_keep_dates).transform(_keep_precision).sql("duckdb") for tree in trees)
 
 
+def table_ddl(dataset: str, schema: TableSchema) -> str:
+    """GoogleSQL CREATE TABLE of a schema's columns with NOT NULL (DuckDB has no partitioning or clustering)."""
+    columns = ", ".join(
+        f"{quote_identifier(f.name)} {f.standard_sql_type()}{' NOT NULL' if f.mode == 'REQUIRED' else ''}"
+        for f in schema.fields
+    )
+    return f"CREATE TABLE {table_ref(dataset, schema.name)} ({columns})"
+
+
 def _bound(sql: str, params: Params | None) -> dict[str, Any]:
     wanted = parameter_names(sql)
     given = dict(params or {})
@@ -151,11 +160,7 @@ class DuckDBWarehouse(Warehouse):
         return row is not None
 
     def create_table(self, dataset: str, schema: TableSchema, *, recreate: bool = False) -> bool:
-        columns = ", ".join(
-            f"{quote_identifier(f.name)} {f.standard_sql_type()}{' NOT NULL' if f.mode == 'REQUIRED' else ''}"
-            for f in schema.fields
-        )
-        ddl = to_duckdb(f"CREATE TABLE {table_ref(dataset, schema.name)} ({columns})")
+        ddl = to_duckdb(table_ddl(dataset, schema))
         with self._cursor() as conn:
             existed = self.table_exists(dataset, schema.name)
             if existed and not recreate:
