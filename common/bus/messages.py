@@ -99,8 +99,10 @@ def pubsub_payload(event_data: Any) -> tuple[bytes, dict[str, str], int]:
     return data, attributes, int(attempt)
 
 
-def decode_event(event: Any, expected: type[BaseModel]) -> tuple[BaseModel, dict[str, str], int]:
-    """Parse a CloudEvent carrying a Pub/Sub message into the expected message model."""
+def decode_event(
+    event: Any, expected: type[BaseModel] | tuple[type[BaseModel], ...]
+) -> tuple[BaseModel, dict[str, str], int]:
+    """Parse a CloudEvent carrying a Pub/Sub message into the expected message model (or one of several)."""
     data, attributes, attempt = pubsub_payload(event.data if hasattr(event, "data") else event)
     try:
         raw = json.loads(data)
@@ -108,8 +110,10 @@ def decode_event(event: Any, expected: type[BaseModel]) -> tuple[BaseModel, dict
     except (ValueError, UnicodeDecodeError) as exc:
         raise DeadMessage(f"message data is not JSON: {exc}") from None
     model = MESSAGE_TYPES.get(schema or "")
-    if model is not expected:
-        raise DeadMessage(f"unexpected message schema {schema!r}; wanted {expected.__name__}")
+    wanted = expected if isinstance(expected, tuple) else (expected,)
+    if model not in wanted:
+        names = " or ".join(m.__name__ for m in wanted)
+        raise DeadMessage(f"unexpected message schema {schema!r}; wanted {names}")
     try:
         return model.model_validate(raw), attributes, attempt
     except ValidationError as exc:

@@ -466,7 +466,12 @@ def handle_dispatch_event(event: Any) -> None:
     except DeadMessage as exc:
         log.error("dropping dispatcher message: %s", exc)
         return
-    cadence, tick = message.cadence, message.now  # type: ignore[attr-defined]
+    handle_dispatch(message)  # type: ignore[arg-type]
+
+
+def handle_dispatch(message: DispatchMessage) -> None:
+    """Run one decoded dispatcher tick (see handle_dispatch_event)."""
+    cadence, tick = message.cadence, message.now
     try:
         now = _aware(dt.datetime.fromisoformat(tick)) if tick else _utcnow()
     except ValueError:

@@ -23,7 +23,7 @@ from collections import Counter
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from common.bus.messages import DeadMessage, ScheduleMessage, StepMessage, decode_event
+from common.bus.messages import DeadMessage, DispatchMessage, ScheduleMessage, StepMessage, decode_event
 from common.errors import Conflict, ConvergenceError, TerminalError
 from common.metadata import control
 from common.runtime import Runtime, get_runtime
@@ -146,29 +146,19 @@ def start_for_tenants(rt: Runtime, message: ScheduleMessage) -> dict[str, int]:
 def handle_schedule_event(event: Any) -> None:
     """CloudEvent entry of the trigger function for the schedules topic (schedule and dispatch messages)."""
     try:
-        message, _attributes, _attempt = decode_event(event, ScheduleMessage)
+        message, _attributes, _attempt = decode_event(event, (ScheduleMessage, DispatchMessage))
     except DeadMessage as exc:
-        if _is_dispatch(event):
-            from common.services.schedules import handle_dispatch_event
-
-            handle_dispatch_event(event)
-            return
         log.error("dropping schedules message: %s", exc)
         return
-    try:
-        outcome = start_for_tenants(get_runtime(), message)  # type: ignore[arg-type]
-    except TerminalError as exc:  # e.g. not bootstrapped yet: redelivery cannot help, so acknowledge
-        log.error("schedules message for %s not processed: %s", message.template, exc.message)  # type: ignore[attr-defined]
+    if isinstance(message, DispatchMessage):
+        from common.services.schedules import handle_dispatch
+
+        handle_dispatch(message)
         return
-    log.info("schedules message for %s: %s", message.template, outcome)  # type: ignore[attr-defined]
-
-
-def _is_dispatch(event: Any) -> bool:
-    from common.bus.messages import pubsub_payload
-
+    assert isinstance(message, ScheduleMessage)
     try:
-        data, _attributes, _attempt = pubsub_payload(event.data if hasattr(event, "data") else event)
-        raw = json.loads(data)
-    except (DeadMessage, ValueError, UnicodeDecodeError):
-        return False
-    return isinstance(raw, dict) and raw.get("schema") == "convergence.dispatch/v1"
+        outcome = start_for_tenants(get_runtime(), message)
+    except TerminalError as exc:  # e.g. not bootstrapped yet: redelivery cannot help, so acknowledge
+        log.error("schedules message for %s not processed: %s", message.template, exc.message)
+        return
+    log.info("schedules message for %s: %s", message.template, outcome)

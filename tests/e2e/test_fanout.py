@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from common.bus.messages import ScheduleMessage, encode
+from common.bus.messages import DispatchMessage, ScheduleMessage, encode
 from common.runtime import Runtime
 from common.services import scheduling
 from common.settings import reset_settings
@@ -117,3 +117,17 @@ def test_chunks_for_ten_thousand_tenants_stay_far_below_the_event_size_limit(run
 
     assert len(parts) == 10_000 // size
     assert max(len(encode(p)) for p in parts) < 512 * 1024 // 10
+
+
+def test_a_dispatcher_tick_on_the_schedules_topic_starts_the_due_platform_schedule(
+    tenants: list[str], runtime: Runtime
+) -> None:
+    # configs/schedules.yml: daily_gcp_costs, 06:00 UTC for every tenant; the tick at 06:05 finds it due.
+    tick = DispatchMessage(cadence="every-15-minutes", now="2026-11-22T06:05:00+00:00")
+    runtime.bus.publish(runtime.settings.schedules_topic, tick, tick.attributes())
+    wait_for_bus(runtime, timeout=120)
+
+    for tenant in tenants:
+        started = runs_of(runtime, tenant, "schedule")
+        assert [r["pipeline_id"] for r in started] == [f"{tenant}-gcp-cost-cost_billing"], tenant
+        assert started[0]["trigger_by"] == "scheduler:daily_gcp_costs"
