@@ -71,7 +71,7 @@ def _environment(home: Path, bus: str, emulator: str | None) -> None:
         os.environ["PUBSUB_EMULATOR_HOST"] = emulator
     else:
         os.environ.pop("PUBSUB_EMULATOR_HOST", None)
-    from common.runtime import reset_runtime
+    from common.wiring import reset_runtime
     from common.settings import reset_settings
 
     reset_settings()
@@ -80,7 +80,7 @@ def _environment(home: Path, bus: str, emulator: str | None) -> None:
 
 def seed_tenants(rt: Any, count: int) -> list[str]:
     """`count` active tenants on the enterprise plan, each with its dataset and run log."""
-    from common.api.models import BootstrapRequest
+    from common.contracts.requests import BootstrapRequest
     from common.metadata.control import control_ref
     from common.metadata.schemas import load_schema
     from common.services import onboarding
@@ -123,8 +123,8 @@ def _initialise_usage(rt: Any, tenants: list[str], control_ref: Callable[..., st
 
 @contextmanager
 def pubsub_emulator() -> Iterator[str]:
-    from common.emulators.process import free_port
-    from common.emulators.pubsub import start_pubsub_emulator
+    from convergence.emulators.process import free_port
+    from convergence.emulators.pubsub import start_pubsub_emulator
 
     port = free_port()
     with tempfile.TemporaryDirectory(prefix="bench-pubsub-") as data:
@@ -246,7 +246,7 @@ def measure_baseline(rt: Any, counter: StepCounter, tenants: list[str], day: str
 
 
 def run_bus(bus: str, tenants_wanted: int, chunk_size: int) -> list[dict[str, Any]]:
-    from common.runtime import get_runtime
+    from common.wiring import get_runtime
 
     with tempfile.TemporaryDirectory(prefix="bench-fanout-") as home, _maybe_emulator(bus) as emulator:
         _environment(Path(home), "local" if bus == "local" else "pubsub", emulator)

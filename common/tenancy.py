@@ -9,10 +9,11 @@ from pydantic import AfterValidator
 
 from common.errors import BadRequest
 
-TENANT_ID_PATTERN = r"^[a-z][a-z0-9_]{2,49}$"
+from common.types import SEGMENT_PATTERN, TABLE_NAME_PATTERN, TENANT_ID_PATTERN
+
 TENANT_ID_RE = re.compile(TENANT_ID_PATTERN)
-TABLE_NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
-TEMPLATE_SEGMENT_RE = re.compile(r"^[a-z][a-z0-9_]{0,49}$")
+TABLE_NAME_RE = re.compile(TABLE_NAME_PATTERN)
+TEMPLATE_SEGMENT_RE = re.compile(SEGMENT_PATTERN)
 
 # Tables of a tenant's dataset that the platform owns; tenants read them but never upload into them.
 METADATA_TABLES = frozenset({"pipeline_runs", "step_logs", "dq_results"})
@@ -39,7 +40,7 @@ def validate_tenant_id(value: str, *, field: str = "org_slug") -> str:
 def validate_table_name(value: str) -> str:
     """A user-supplied table name: lower-case letters, digits and underscores only."""
     if not isinstance(value, str) or not TABLE_NAME_RE.fullmatch(value):
-        raise BadRequest("table name must match ^[a-z][a-z0-9_]{0,63}$", code="invalid_table_name")
+        raise BadRequest(f"table name must match {TABLE_NAME_PATTERN}", code="invalid_table_name")
     return value
 
 

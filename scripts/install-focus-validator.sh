@@ -31,12 +31,13 @@ fi
 
 python312=""
 if command -v pyenv >/dev/null 2>&1; then
-  for version in $(pyenv versions --bare 2>/dev/null | grep -E '^3\.(1[2-9])(\.[0-9]+)?$' | sort -V); do
-    python312="$(pyenv root)/versions/$version/bin/python"
-  done
+  # 3.12 first: the validator's pins (numpy, pandas) install from wheels there; on 3.13 numpy is compiled.
+  version=$(pyenv versions --bare 2>/dev/null | grep -E '^3\.12(\.[0-9]+)?$' | sort -V | tail -1)
+  [ -n "$version" ] || version=$(pyenv versions --bare 2>/dev/null | grep -E '^3\.(1[3-9])(\.[0-9]+)?$' | sort -V | head -1)
+  [ -n "$version" ] && python312="$(pyenv root)/versions/$version/bin/python"
 fi
 if [ -z "$python312" ]; then
-  for candidate in python3.13 python3.12; do
+  for candidate in python3.12 python3.13; do
     if command -v "$candidate" >/dev/null 2>&1; then python312="$(command -v "$candidate")"; break; fi
   done
 fi

@@ -68,7 +68,7 @@ locals {
   }
 
   # Three staged sources (build/<source>/), four deployments: trigger_schedules is the trigger source's
-  # CloudEvent entry point deployed on its own, as `convergence local up` runs it (common/local_stack.py).
+  # CloudEvent entry point deployed on its own, as `convergence local up` runs it (convergence/local_stack.py).
   # Kept free of resource references: the service accounts are made for each of these keys.
   functions = {
     onboard = {

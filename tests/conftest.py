@@ -9,7 +9,9 @@ from typing import Any
 import functions_framework
 import pytest
 
-from common.runtime import Runtime, build_runtime, reset_runtime, set_runtime
+from common.runtime import Runtime
+
+from common.wiring import build_runtime, reset_runtime, set_runtime
 from common.settings import get_settings, reset_settings
 
 REPO = Path(__file__).resolve().parents[1]

@@ -8,12 +8,13 @@ import flask
 
 from common.api.http import build_map, dispatch
 from common.api.routes import routes_for
+from common.runtime import Runtime
 
 GROUPS = ("onboard", "trigger", "both")
 
 
-def http_handler(group: str) -> Callable[[flask.Request], flask.Response]:
-    """The handler of one function: onboard routes, trigger routes, or both."""
+def http_handler(group: str, runtime: Callable[[], Runtime]) -> Callable[[flask.Request], flask.Response]:
+    """The handler of one function: onboard routes, trigger routes, or both, on the runtime `runtime()` gives."""
     if group not in GROUPS:
         raise ValueError(f"group must be one of {GROUPS}")
     routes = routes_for(group)
@@ -21,14 +22,14 @@ def http_handler(group: str) -> Callable[[flask.Request], flask.Response]:
 
     def handle(request: flask.Request) -> flask.Response:
         request.environ["convergence.group"] = group
-        return dispatch(request, routes, url_map)
+        return dispatch(request, routes, url_map, runtime)
 
     return handle
 
 
-def create_wsgi_app(group: str = "both") -> flask.Flask:
+def create_wsgi_app(group: str, runtime: Callable[[], Runtime]) -> flask.Flask:
     """A Flask app that sends every path and method to the route table (errors stay JSON)."""
-    handle = http_handler(group)
+    handle = http_handler(group, runtime)
     app = flask.Flask("convergence")
     methods = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
 

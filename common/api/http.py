@@ -31,7 +31,7 @@ from common.errors import (
     TerminalError,
     ValidationFailed,
 )
-from common.runtime import Runtime, get_runtime
+from common.runtime import Runtime
 from common.services import auth, rate_limits
 
 log = logging.getLogger(__name__)
@@ -42,13 +42,14 @@ class RequestContext:
     """What a handler gets: the runtime, the request, and who is calling."""
 
     request: flask.Request
+    runtime_provider: Callable[[], Runtime]
     org: str | None = None
     is_root: bool = False
 
     @property
     def runtime(self) -> Runtime:
         """The instance's adapters, built on first use (so /health answers even before)."""
-        return get_runtime()
+        return self.runtime_provider()
 
     def json(self, model: type[BaseModel] | None = None) -> Any:
         """The JSON body (size-limited, must be an object), validated by `model` when given."""
@@ -160,7 +161,9 @@ def _authenticate(ctx: RequestContext, route: Route, org_in_path: str | None) ->
     ctx.org = auth.require_tenant(ctx.runtime, headers.get("X-API-Key"), org_in_path)
 
 
-def dispatch(request: flask.Request, routes: list[Route], url_map: Map) -> flask.Response:
+def dispatch(
+    request: flask.Request, routes: list[Route], url_map: Map, runtime: Callable[[], Runtime]
+) -> flask.Response:
     """Serve one request against a route table."""
     adapter = url_map.bind_to_environ(request.environ)
     try:
@@ -172,7 +175,7 @@ def dispatch(request: flask.Request, routes: list[Route], url_map: Map) -> flask
             allowed = sorted(exc.valid_methods or [])
             raise MethodNotAllowed(f"{request.method} is not allowed here", allowed=allowed) from None
         route = routes[index]
-        ctx = RequestContext(request=request)
+        ctx = RequestContext(request=request, runtime_provider=runtime)
         _authenticate(ctx, route, args.get("org"))
         limited = route.rate_limited and ctx.org is not None
         with rate_limits.counted(ctx.runtime, ctx.org) if limited else nullcontext():  # type: ignore[arg-type]

@@ -7,9 +7,9 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from common.api.cost_models import CostSummary, CostSummaryQuery
+from common.contracts.costs import CostSummary, CostSummaryQuery
 from common.api.http import RequestContext, Route, read_body
-from common.api.models import (
+from common.contracts.requests import (
     BootstrapRequest,
     CustomerOnboardRequest,
     DryrunRequest,

@@ -117,7 +117,7 @@ def build_kms_client(
 ) -> kms_v1.KeyManagementServiceClient:
     """The official Cloud KMS client: Google's endpoint with default credentials, or a loopback stand-in.
 
-    `endpoint` (host:port) is for the local stand-in only (common/emulators/kms_standin.py), reached over an
+    `endpoint` (host:port) is for the local stand-in only (convergence/emulators/kms_standin.py), reached over an
     insecure gRPC channel, so anything but a loopback address is refused.
     """
     retry = api_retry.Retry(

@@ -17,7 +17,7 @@ from common.errors import ConfigurationError
 from common.metadata.schemas import load_schema, schema_names
 from common.processors.registry import StepContext, StepResult, processor
 from common.services.integrations import Integration, read_integration
-from common.services.runs import utcnow
+from common.types import utcnow
 from common.sources import anthropic_costs, openai_costs
 from common.sources.cost_window import CostFetch, CostWindow
 from common.sources.provider_http import ProviderApi

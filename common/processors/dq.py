@@ -13,7 +13,7 @@ from common.errors import StepFailed
 from common.metadata.schemas import load_schema
 from common.processors.reconcile import reconcile
 from common.processors.registry import StepContext, StepResult, processor
-from common.services.runs import utcnow
+from common.types import utcnow
 from common.warehouse.sql import quote_identifier, table_ref
 
 COLUMN = r"^[A-Za-z_][A-Za-z0-9_]{0,299}$"

@@ -16,7 +16,7 @@ from common.errors import ConfigurationError, ConvergenceError
 from common.metadata import control
 from common.metadata.schemas import load_schema, schema_names
 from common.processors.registry import StepContext, StepResult, processor
-from common.services.runs import utcnow
+from common.types import utcnow
 from common.settings import CONFIGS_DIR
 
 EMAIL_RE = re.compile(r"^[^@\s<>,;]{1,64}@[A-Za-z0-9.-]{1,253}\.[A-Za-z]{2,63}$")

@@ -18,7 +18,7 @@ from common.crypto.api_keys import KEY_PURPOSE, generate_api_key, hash_api_key, 
 from common.errors import DependencyUnavailable, Forbidden, Unauthorized
 from common.metadata.control import control_ref
 from common.runtime import Runtime
-from common.services.runs import utcnow
+from common.types import utcnow
 
 
 class KeyCache:

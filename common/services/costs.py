@@ -16,7 +16,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from common.api.cost_models import (
+from common.contracts.costs import (
     MAX_RANGE_DAYS,
     Conversion,
     CostGroup,

@@ -11,10 +11,10 @@ import logging
 import time
 from typing import Any
 
-from common.bus.messages import DeadMessage, StepMessage, decode_event
+from common.bus.messages import DeadMessage, StepMessage
 from common.errors import ConvergenceError, TerminalError, TransientError
 from common.processors.registry import StepContext, get_processor
-from common.runtime import Runtime, get_runtime
+from common.runtime import Runtime
 from common.services import runs
 from common.templates.models import ResolvedPipeline
 
@@ -141,39 +141,7 @@ def run_inline(rt: Runtime, message: StepMessage | None) -> None:
         message = execute_step(rt, message)
 
 
-def _publish(rt: Runtime, message: StepMessage | None) -> None:
+def publish_next(rt: Runtime, message: StepMessage | None) -> None:
+    """Publish the next step's message, if there is one."""
     if message is not None:
         rt.bus.publish(rt.settings.steps_topic, message, message.attributes())
-
-
-DEAD_LETTER_ATTRIBUTE = "CloudPubSubDeadLetterSourceDeliveryCount"
-
-
-def handle_step_event(event: Any) -> None:
-    """CloudEvent entry of step_execute: execute the step and publish the next one.
-
-    Pub/Sub marks a message it forwards to the dead-letter topic with CloudPubSubDeadLetterSourceDeliveryCount;
-    such a message closes its step as failed instead, so one function can serve both subscriptions.
-    """
-    _handle(event, dead_letter_subscription=False)
-
-
-def handle_dead_letter_event(event: Any) -> None:
-    """CloudEvent entry of a dead-letter subscription: every message on it has exhausted its deliveries."""
-    _handle(event, dead_letter_subscription=True)
-
-
-def _handle(event: Any, *, dead_letter_subscription: bool) -> None:
-    """Run or close the step a message names; acknowledge (log and return) what can never be processed."""
-    rt = get_runtime()
-    try:
-        message, attributes, attempt = decode_event(event, StepMessage)
-        if dead_letter_subscription or DEAD_LETTER_ATTRIBUTE in attributes:
-            attempts = int(attributes.get(DEAD_LETTER_ATTRIBUTE) or rt.settings.step_max_attempts)
-            _publish(rt, fail_step_after_retries(rt, message, attempts))  # type: ignore[arg-type]
-        else:
-            _publish(rt, execute_step(rt, message, attempt))  # type: ignore[arg-type]
-    except DeadMessage as exc:
-        log.error("dropping step message: %s", exc)
-    except TerminalError as exc:  # e.g. the tenant or its tables do not exist: redelivery cannot help
-        log.error("dropping step message that cannot be processed: %s", exc.message)

@@ -17,7 +17,7 @@ from typing import Any
 
 from pydantic import SecretStr
 
-from common.api.models import IntegrationSetupRequest
+from common.contracts.requests import IntegrationSetupRequest
 from common.errors import BadRequest, PayloadTooLarge, TerminalError
 from common.metadata.control import control_ref
 from common.runtime import Runtime
@@ -29,7 +29,7 @@ from common.services.provider_credentials import (
     parse_settings,
     settings_document,
 )
-from common.services.runs import utcnow
+from common.types import utcnow
 
 log = logging.getLogger(__name__)
 MAX_CREDENTIAL_BYTES = 64 * 1024  # Cloud KMS's plaintext limit; envelope encryption keeps to it anyway

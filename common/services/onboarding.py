@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from common.api.models import BootstrapRequest, DryrunRequest, OnboardRequest
+from common.contracts.requests import BootstrapRequest, DryrunRequest, OnboardRequest
 from common.bus.messages import StepMessage
 from common.errors import BadRequest, Conflict, ConvergenceError, NotFound
 from common.metadata import control

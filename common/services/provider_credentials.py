@@ -30,7 +30,7 @@ from pydantic import (
     field_validator,
 )
 
-from common.api.models import EMAIL_PATTERN
+from common.contracts.requests import EMAIL_PATTERN
 from common.errors import ValidationFailed
 
 PROVIDERS = ("gcp", "aws", "azure", "openai", "anthropic", "deepseek")

@@ -54,7 +54,7 @@ from typing import Any
 
 from common.errors import RateLimited
 from common.runtime import Runtime
-from common.services.runs import utcnow
+from common.types import utcnow
 from common.tenancy import validate_tenant_id
 from common.warehouse.sql import table_ref
 

@@ -13,6 +13,7 @@ import time
 from typing import Any
 
 from common.templates.models import ResolvedPipeline
+from common.types import utcnow
 from common.warehouse.base import Warehouse
 from common.warehouse.sql import table_ref
 
@@ -31,10 +32,6 @@ def next_seq() -> int:
         value = max(time.time_ns(), _seq_state["last"] + 1)
         _seq_state["last"] = value
         return value
-
-
-def utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
 
 
 def _carried(record: dict[str, Any]) -> dict[str, Any]:

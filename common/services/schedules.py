@@ -3,7 +3,7 @@ the dispatcher that works out which are due.
 
 One Cloud Scheduler job per dispatcher cadence (`dispatchers:` in configs/schedules.yml) publishes
 {"schema": "convergence.dispatch/v1", "cadence": <name>} to the schedules topic; never one job per tenant.
-`handle_dispatch_event` runs `dispatch_due`, which publishes one convergence.schedule/v1 message per due slot.
+`run_dispatch_tick` runs `dispatch_due`, which publishes one convergence.schedule/v1 message per due slot.
 
 When a slot is due, for each schedule (its cron read in its own time zone):
 - the candidate is the latest slot at or before `now`. Older missed slots are never started: a dispatcher
@@ -32,8 +32,8 @@ from zoneinfo import ZoneInfo
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from common.api.models import SCHEDULE_TEMPLATE_PATTERN, ScheduleRequest
-from common.bus.messages import DeadMessage, DispatchMessage, ScheduleMessage, decode_event
+from common.contracts.requests import SCHEDULE_TEMPLATE_PATTERN, ScheduleRequest
+from common.bus.messages import DispatchMessage, ScheduleMessage
 from common.errors import (
     BadRequest,
     ConfigurationError,
@@ -45,7 +45,7 @@ from common.errors import (
     ValidationFailed,
 )
 from common.metadata import control
-from common.runtime import Runtime, get_runtime
+from common.runtime import Runtime
 from common.settings import CONFIGS_DIR
 from common.templates import load_template, resolve_template
 from common.templates.resolver import InvalidParameter
@@ -455,22 +455,8 @@ def _publish(rt: Runtime, mine: list[tuple[Candidate, dt.datetime]], claim_id: s
             ) from None
 
 
-def handle_dispatch_event(event: Any) -> None:
-    """CloudEvent entry for a dispatcher tick (convergence.dispatch/v1 on the schedules topic).
-
-    Dead messages and terminal errors are logged and acknowledged; a transient error raises so Pub/Sub
-    redelivers the tick (slots it already published are not published again).
-    """
-    try:
-        message, _attributes, _attempt = decode_event(event, DispatchMessage)
-    except DeadMessage as exc:
-        log.error("dropping dispatcher message: %s", exc)
-        return
-    handle_dispatch(message)  # type: ignore[arg-type]
-
-
-def handle_dispatch(message: DispatchMessage) -> None:
-    """Run one decoded dispatcher tick (see handle_dispatch_event)."""
+def run_dispatch_tick(rt: Runtime, message: DispatchMessage) -> None:
+    """Run one decoded dispatcher tick: start every due slot once. Terminal errors are logged, transient ones raise."""
     cadence, tick = message.cadence, message.now
     try:
         now = _aware(dt.datetime.fromisoformat(tick)) if tick else _utcnow()
@@ -478,7 +464,7 @@ def handle_dispatch(message: DispatchMessage) -> None:
         log.error("dropping dispatcher message of %s: now is not an ISO 8601 time", cadence)
         return
     try:
-        outcome = dispatch_due(get_runtime(), cadence, now)
+        outcome = dispatch_due(rt, cadence, now)
     except TerminalError as exc:
         log.error("dispatcher tick of %s not processed: %s", cadence, exc.message)
         return

@@ -23,10 +23,10 @@ from collections import Counter
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from common.bus.messages import DeadMessage, DispatchMessage, ScheduleMessage, StepMessage, decode_event
+from common.bus.messages import ScheduleMessage, StepMessage
 from common.errors import Conflict, ConvergenceError, TerminalError
 from common.metadata import control
-from common.runtime import Runtime, get_runtime
+from common.runtime import Runtime
 from common.services import pipelines, runs
 
 log = logging.getLogger(__name__)
@@ -141,24 +141,3 @@ def start_for_tenants(rt: Runtime, message: ScheduleMessage) -> dict[str, int]:
     if message.tenants == "*" or len(message.tenants) > rt.settings.fanout_chunk_size:
         return fan_out(rt, message)
     return start_chunk(rt, message)
-
-
-def handle_schedule_event(event: Any) -> None:
-    """CloudEvent entry of the trigger function for the schedules topic (schedule and dispatch messages)."""
-    try:
-        message, _attributes, _attempt = decode_event(event, (ScheduleMessage, DispatchMessage))
-    except DeadMessage as exc:
-        log.error("dropping schedules message: %s", exc)
-        return
-    if isinstance(message, DispatchMessage):
-        from common.services.schedules import handle_dispatch
-
-        handle_dispatch(message)
-        return
-    assert isinstance(message, ScheduleMessage)
-    try:
-        outcome = start_for_tenants(get_runtime(), message)
-    except TerminalError as exc:  # e.g. not bootstrapped yet: redelivery cannot help, so acknowledge
-        log.error("schedules message for %s not processed: %s", message.template, exc.message)
-        return
-    log.info("schedules message for %s: %s", message.template, outcome)

@@ -2,9 +2,9 @@
 
 import functions_framework
 
-from common.api.app import http_handler
+from common.wiring import function_http_handler
 
-_handle = http_handler("onboard")
+_handle = function_http_handler("onboard")
 
 
 @functions_framework.http

@@ -2,14 +2,14 @@
 
 import functions_framework
 
-from common.services.execution import handle_dead_letter_event, handle_step_event
+from common import wiring
 
 
 @functions_framework.cloud_event
 def step_execute(cloud_event):
-    handle_step_event(cloud_event)
+    wiring.step_execute(cloud_event)
 
 
 @functions_framework.cloud_event
 def step_dead_letter(cloud_event):
-    handle_dead_letter_event(cloud_event)
+    wiring.step_dead_letter(cloud_event)

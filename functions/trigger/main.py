@@ -2,10 +2,9 @@
 
 import functions_framework
 
-from common.api.app import http_handler
-from common.services.scheduling import handle_schedule_event
+from common import wiring
 
-_handle = http_handler("trigger")
+_handle = wiring.function_http_handler("trigger")
 
 
 @functions_framework.http
@@ -15,4 +14,4 @@ def trigger(request):
 
 @functions_framework.cloud_event
 def trigger_schedules(cloud_event):
-    handle_schedule_event(cloud_event)
+    wiring.trigger_schedules(cloud_event)

@@ -2,7 +2,7 @@
 
 No Cloud KMS emulator exists: the keyring here is the production GcpKmsKeyring, whose key-encryption key is
 tink.integration.gcpkms on the official google-cloud-kms client, talking gRPC to the local stand-in
-common/emulators/kms_standin.py on 127.0.0.1 (tests/plugins/kms_standin.py starts it). Tenant keysets are
+convergence/emulators/kms_standin.py on 127.0.0.1 (tests/plugins/kms_standin.py starts it). Tenant keysets are
 stored in the control table tenant_keysets of a DuckDB warehouse through the Warehouse port.
 """
 

@@ -8,7 +8,9 @@ from typing import Any
 
 import pytest
 
-from common.runtime import Runtime, build_runtime
+from common.runtime import Runtime
+
+from common.wiring import build_runtime
 from common.settings import get_settings, reset_settings
 from tests.conftest import ROOT_KEY, SETTINGS_VARIABLES
 

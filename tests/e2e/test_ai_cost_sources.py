@@ -1,7 +1,7 @@
 """OpenAI and Anthropic cost loaders end to end: an onboarded tenant, its admin key stored through the API, a
 run driven by the bus through step_execute, and the raw table checked against the provider's own totals.
 
-The providers are the local replay server (common/demo/provider_apis.py), reached over real HTTP through
+The providers are the local replay server (convergence/demo/provider_apis.py), reached over real HTTP through
 OPENAI_API_BASE / ANTHROPIC_API_BASE.
 """
 
@@ -16,8 +16,9 @@ from typing import Any
 import pytest
 
 from common.bus.messages import StepMessage
-from common.demo.provider_apis import Fault, ProviderApiServer
-from common.runtime import Runtime, build_runtime, set_runtime
+from convergence.demo.provider_apis import Fault, ProviderApiServer
+from common.runtime import Runtime
+from common.wiring import build_runtime, set_runtime
 from common.services import runs
 from common.settings import get_settings, reset_settings
 from common.templates.models import PipelineTemplate

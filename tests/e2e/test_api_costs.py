@@ -16,7 +16,7 @@ from typing import Any
 import pyarrow as pa
 import pytest
 
-from common.api.app import create_wsgi_app
+from common.wiring import wsgi_app
 from common.metadata.schemas import load_schema
 from common.services import costs
 from common.warehouse.bigquery import BigQueryWarehouse
@@ -459,7 +459,7 @@ def test_the_summary_is_the_same_on_bigquery_as_on_duckdb(runtime, acme, bigquer
 
 def test_convergence_serve_app_serves_the_cost_summary(runtime, acme):
     insert_costs(runtime, "acme", MAY_USD)
-    client = create_wsgi_app("both").test_client()
+    client = wsgi_app("both").test_client()
     assert assert_json(client.get(f"/api/v1/costs/acme/summary{MAY}", headers=acme), 200)["total"] == 33.175
 
 

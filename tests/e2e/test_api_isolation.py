@@ -19,7 +19,7 @@ import pytest
 
 from common.bus.local import LocalBus
 from common.metadata.control import CONTROL_TABLES
-from common.runtime import set_runtime
+from common.wiring import set_runtime
 from tests.conftest import ROOT_KEY, function_client
 from tests.e2e.support import assert_json, runtime_in
 

@@ -21,7 +21,7 @@ import pytest
 
 from common.bus.local import LocalBus
 from common.crypto.api_keys import generate_api_key
-from common.runtime import build_runtime, set_runtime
+from common.wiring import build_runtime, set_runtime
 from common.settings import get_settings, reset_settings
 from tests.conftest import ROOT_KEY, function_client, wait_for_bus
 from tests.e2e.support import assert_error, assert_json, runtime_in

@@ -16,8 +16,8 @@ from typing import Any
 
 import pytest
 
-from common.demo.provider_apis import ProviderApiServer
-from common.runtime import set_runtime
+from convergence.demo.provider_apis import ProviderApiServer
+from common.wiring import set_runtime
 from common.warehouse.sql import table_ref
 from tests.e2e.cost_support import (
     AI_DAY,

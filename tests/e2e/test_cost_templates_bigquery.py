@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
-from common.demo.provider_apis import ProviderApiServer
-from common.runtime import set_runtime
+from convergence.demo.provider_apis import ProviderApiServer
+from common.wiring import set_runtime
 from common.warehouse.bigquery import BigQueryWarehouse
 from tests.e2e.cost_support import (
     AI_DAY,

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from common.runtime import set_runtime
+from common.wiring import set_runtime
 from tests.e2e.cost_support import (
     AI_DAY,
     AWS_MONTH,

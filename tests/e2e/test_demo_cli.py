@@ -19,8 +19,8 @@ from collections import Counter, defaultdict
 from decimal import Decimal
 from pathlib import Path
 
-from common.demo.gcp_billing import daily_totals, generate_billing_export
-from common.demo.provider_apis import ProviderApiServer
+from convergence.demo.gcp_billing import daily_totals, generate_billing_export
+from convergence.demo.provider_apis import ProviderApiServer
 from common.settings import Settings
 
 CONVERGENCE = Path(sys.executable).with_name("convergence")

@@ -32,12 +32,13 @@ from google.auth import jwt
 from google.auth.credentials import AnonymousCredentials
 from google.cloud import bigquery, storage
 
-from common.api.models import IntegrationSetupRequest
-from common.demo.gcp_billing import daily_totals, generate_billing_export
+from common.contracts.requests import IntegrationSetupRequest
+from convergence.demo.gcp_billing import daily_totals, generate_billing_export
 from common.errors import TerminalError, TransientError
 from common.metadata.schemas import load_schema
 from common.processors.registry import StepContext, StepResult, get_processor
-from common.runtime import Runtime, build_runtime, set_runtime
+from common.runtime import Runtime
+from common.wiring import build_runtime, set_runtime
 from common.services.integrations import setup_integration
 from common.settings import get_settings, reset_settings
 from common.sources.gcp_export import (

@@ -2,7 +2,7 @@
 
 focus-validator 2.2.1 runs from its own virtual environment (scripts/install-focus-validator.sh) with
 --block-download and --validate-version 1.2. The only rule allowed to fail is one the validator gets wrong,
-listed with its reason in common.focus.validator.KNOWN_VALIDATOR_ERRORS.
+listed with its reason in convergence.focus.validator.KNOWN_VALIDATOR_ERRORS.
 """
 
 from __future__ import annotations
@@ -16,10 +16,10 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from common.demo.gcp_billing import generate_billing_export
-from common.demo.provider_apis import ProviderApiServer
-from common.focus.export import focus_arrow_table, write_focus_file
-from common.focus.validator import KNOWN_VALIDATOR_ERRORS, validate_focus_file
+from convergence.demo.gcp_billing import generate_billing_export
+from convergence.demo.provider_apis import ProviderApiServer
+from convergence.focus.export import focus_arrow_table, write_focus_file
+from convergence.focus.validator import KNOWN_VALIDATOR_ERRORS, validate_focus_file
 from common.metadata.schemas import load_schema
 from common.runtime import Runtime
 from common.settings import reset_settings

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import httpx
 
-from common.emulators.process import port_open
+from convergence.emulators.process import port_open
 
 CLI = str(Path(sys.executable).with_name("convergence"))
 ENDPOINT = re.compile(r"^(onboard|trigger|trigger_schedules|step_execute): (http://127\.0\.0\.1:(\d+))$")

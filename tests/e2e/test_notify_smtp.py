@@ -9,7 +9,7 @@ import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.handlers import Message
 
-from common.runtime import build_runtime, set_runtime
+from common.wiring import build_runtime, set_runtime
 from common.settings import get_settings, reset_settings
 from tests.conftest import wait_for_bus
 

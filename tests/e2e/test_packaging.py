@@ -24,15 +24,14 @@ from cloudevents.conversion import to_structured
 from cloudevents.http import CloudEvent
 from typer.testing import CliRunner
 
-from common.packaging import (
-    DEV_ONLY,
+from convergence.packaging import (
     FUNCTIONS,
     StagingError,
     content_hash,
     runtime_requirements,
     stage_functions,
 )
-from common.packaging_cli import stage_command
+from convergence.cli.stage import stage_command
 from tests.conftest import REPO, ROOT_KEY
 
 PUBSUB_EVENT_TYPE = "google.cloud.pubsub.topic.v1.messagePublished"
@@ -58,8 +57,8 @@ logging.getLogger("common").setLevel(logging.INFO)
 results = []
 for call in plan["calls"]:
     if call.get("bootstrap"):
-        from common.api.models import BootstrapRequest
-        from common.runtime import get_runtime
+        from common.contracts.requests import BootstrapRequest
+        from common.wiring import get_runtime
         from common.services.onboarding import bootstrap
         results.append(bootstrap(get_runtime(), BootstrapRequest()))
         continue
@@ -176,10 +175,14 @@ def test_each_function_is_staged_with_main_common_configs_and_requirements(build
         assert (folder / "common" / "settings.py").is_file()
 
 
-def test_staged_common_leaves_out_dev_only_code_and_caches(build: Path) -> None:
+def sources(folder: Path) -> list[str]:
+    return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*.py") if "__pycache__" not in p.parts)
+
+
+def test_staged_common_is_the_whole_library_with_no_tooling_or_caches(build: Path) -> None:
     folder = build / "trigger"
-    for part in DEV_ONLY:
-        assert not (folder / part).exists(), part
+    assert sources(folder / "common") == sources(REPO / "common"), "common/ is staged whole, no exclusion list"
+    assert not (folder / "convergence").exists()
     assert not list(folder.rglob("__pycache__")) and not list(folder.rglob("*.pyc"))
 
 
@@ -203,7 +206,8 @@ def test_requirements_pin_the_runtime_closure_and_no_test_tools(build: Path) -> 
         "google-cloud-storage",
     ):  # fmt: skip  (grpcio-status: google-api-core[grpc]; httpx: the provider cost APIs)
         assert needed in names, needed
-    for test_only in ("pytest", "pytest-timeout", "aiosmtpd", "gcp-storage-emulator", "ruff", "convergence"):
+    for test_only in ("pytest", "pytest-timeout", "aiosmtpd", "gcp-storage-emulator", "ruff", "convergence",
+                      "typer", "rich", "google-cloud-scheduler"):  # fmt: skip  (the CLI's own dependencies)
         assert test_only not in names, test_only
     assert all(
         (build / name / "requirements.txt").read_text() == "\n".join(lines) + "\n" for name in FUNCTIONS
@@ -231,14 +235,14 @@ def test_staging_again_replaces_the_old_folder(tmp_path: Path, pins: list[str]) 
     assert staged.files == content_hash(tmp_path / "onboard")[0]
 
 
-def test_a_staged_module_importing_dev_only_code_fails_staging(tmp_path: Path, pins: list[str]) -> None:
+def test_a_staged_module_importing_the_tooling_package_fails_staging(tmp_path: Path, pins: list[str]) -> None:
     source = tmp_path / "src"
     for part in ("common", "configs", "functions"):
         shutil.copytree(REPO / part, source / part, ignore=shutil.ignore_patterns("__pycache__"))
     (source / "common" / "services" / "late.py").write_text(
-        "def seed():\n    from common.demo.gcp_billing import generate\n    return generate\n"
+        "def seed():\n    from convergence.demo.gcp_billing import generate\n    return generate\n"
     )
-    with pytest.raises(StagingError, match=r"common/services/late.py uses common\.demo"):
+    with pytest.raises(StagingError, match=r"common/services/late.py uses convergence\.demo"):
         stage_functions(tmp_path / "out", ["onboard"], source_root=source, requirements=pins)
     assert (
         not (tmp_path / "out" / "onboard").exists() and not (tmp_path / "out" / ".onboard.staging").exists()
@@ -255,7 +259,7 @@ def test_stage_command_prints_one_line_per_function(tmp_path: Path, monkeypatch:
 
     app = typer.Typer()
     app.command("stage")(stage_command)
-    app.command("noop")(lambda: None)  # a second command keeps `stage` a sub-command, as in common/cli.py
+    app.command("noop")(lambda: None)  # a second command keeps `stage` a sub-command, as in convergence/cli/__init__.py
     result = CliRunner().invoke(app, ["stage", "--out", str(tmp_path), "--function", "step_execute"])
     assert result.exit_code == 0, result.output
     line = result.output.strip()

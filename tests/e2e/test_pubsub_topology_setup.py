@@ -19,9 +19,9 @@ import pytest
 
 from common.bus.messages import StepMessage, encode
 from common.bus.pubsub import PubSubBus, publisher_client, subscriber_client
-from common.bus.pubsub_admin import ensure_topology, subscription_names
-from common.emulators.process import free_port, port_open
-from common.emulators.pubsub import live_group_members, start_pubsub_emulator
+from convergence.pubsub_admin import ensure_topology, subscription_names
+from convergence.emulators.process import free_port, port_open
+from convergence.emulators.pubsub import live_group_members, start_pubsub_emulator
 from common.errors import ConfigurationError, DependencyUnavailable
 
 NAMES = SimpleNamespace(

@@ -17,7 +17,8 @@ from typing import Any
 import pytest
 
 from common.bus.local import LocalBus
-from common.runtime import Runtime, build_runtime, set_runtime
+from common.runtime import Runtime
+from common.wiring import build_runtime, set_runtime
 from common.services import pipelines, quotas, rate_limits, runs
 from common.settings import get_settings, reset_settings
 from common.warehouse.bigquery import BigQueryWarehouse

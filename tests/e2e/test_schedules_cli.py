@@ -17,8 +17,8 @@ import pytest
 from typer.testing import CliRunner
 
 from common.bus.messages import DispatchMessage
-from common.cli import app
-from common.emulators.process import free_port
+from convergence.cli import app
+from convergence.emulators.process import free_port
 from common.settings import reset_settings
 
 CONVERGENCE = Path(sys.executable).with_name("convergence")

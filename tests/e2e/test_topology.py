@@ -11,9 +11,9 @@ import httpx
 import pytest
 from pydantic import SecretStr
 
-from common.demo.gcp_billing import daily_totals, generate_billing_export
-from common.emulators.process import free_port
-from common.local_stack import LocalStack
+from convergence.demo.gcp_billing import daily_totals, generate_billing_export
+from convergence.emulators.process import free_port
+from convergence.local_stack import LocalStack
 from common.metadata.schemas import load_schema
 from common.settings import Settings
 from common.warehouse.bigquery import BigQueryWarehouse

@@ -6,8 +6,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from common.emulators.bigquery import start_bigquery_emulator
-from common.emulators.process import ManagedProcess, free_port
+from convergence.emulators.bigquery import start_bigquery_emulator
+from convergence.emulators.process import ManagedProcess, free_port
 from common.errors import DependencyUnavailable
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from common.emulators.process import ManagedProcess, free_port
+from convergence.emulators.process import ManagedProcess, free_port
 from common.errors import DependencyUnavailable
 
 

@@ -1,5 +1,5 @@
 """The Cloud KMS stand-in for every suite. No Cloud KMS emulator exists, so keyring tests run the official
-google-cloud-kms client against common/emulators/kms_standin.py, a gRPC server on 127.0.0.1 in this process.
+google-cloud-kms client against convergence/emulators/kms_standin.py, a gRPC server on 127.0.0.1 in this process.
 
 Starting it can fail the session (an error), never skip it. Imports are deferred to the fixtures, so a run
 that needs no KMS does not pay for loading the KMS client.
@@ -16,7 +16,7 @@ import pytest
 if TYPE_CHECKING:
     from google.cloud import kms_v1
 
-    from common.emulators.kms_standin import KmsStandin
+    from convergence.emulators.kms_standin import KmsStandin
 
 KMS_LOCATION = "projects/convergence-test/locations/global"
 
@@ -24,7 +24,7 @@ KMS_LOCATION = "projects/convergence-test/locations/global"
 @pytest.fixture(scope="session")
 def kms_standin() -> Iterator[KmsStandin]:
     """The running stand-in; `.endpoint` is its host:port, `.count(...)` counts the RPCs it answered."""
-    from common.emulators.kms_standin import start_kms_standin
+    from convergence.emulators.kms_standin import start_kms_standin
 
     standin = start_kms_standin()
     try:

@@ -11,8 +11,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from common.emulators.process import free_port
-from common.emulators.pubsub import start_pubsub_emulator
+from convergence.emulators.process import free_port
+from convergence.emulators.pubsub import start_pubsub_emulator
 from common.errors import DependencyUnavailable
 
 

@@ -1,5 +1,5 @@
 """The Cloud Scheduler stand-in for every suite. No Cloud Scheduler emulator exists, so scheduler tests run
-the official google-cloud-scheduler client against common/emulators/scheduler_standin.py, a REST server on
+the official google-cloud-scheduler client against convergence/emulators/scheduler_standin.py, a REST server on
 127.0.0.1 in this process.
 
 Starting it can fail the session (an error), never skip it. Imports are deferred to the fixtures, so a run
@@ -20,13 +20,13 @@ from common.settings import reset_settings
 if TYPE_CHECKING:
     from google.cloud import scheduler_v1
 
-    from common.emulators.scheduler_standin import SchedulerStandin
+    from convergence.emulators.scheduler_standin import SchedulerStandin
 
 
 @pytest.fixture(scope="session")
 def scheduler_standin() -> Iterator[SchedulerStandin]:
     """The running stand-in; `.endpoint` is its URL, `.job(name)` and `.runs_of(name)` show its state."""
-    from common.emulators.scheduler_standin import SchedulerStandin
+    from convergence.emulators.scheduler_standin import SchedulerStandin
 
     with SchedulerStandin() as standin:
         yield standin
@@ -87,7 +87,7 @@ def scheduler_location(
 ) -> Iterator[SchedulerLocation]:
     """A location of its own per test, with GCP_PROJECT_ID, SCHEDULER_LOCATION and CLOUD_SCHEDULER_ENDPOINT
     pointing Convergence at it; forced runs are recorded in `.published`."""
-    from common.cli_schedules import scheduler_client
+    from convergence.cli.schedules import scheduler_client
 
     project, location = "convergence-test", f"test-{uuid.uuid4().hex[:12]}"
     monkeypatch.setenv("GCP_PROJECT_ID", project)

@@ -23,8 +23,8 @@ from annotated_types import Le
 
 from common.api.routes import ROUTES
 from common.bus.messages import DispatchMessage
-from common.bus.pubsub_admin import ensure_topology, subscription_names
-from common.local_stack import FUNCTIONS as LOCAL_FUNCTIONS
+from convergence.pubsub_admin import ensure_topology, subscription_names
+from convergence.local_stack import FUNCTIONS as LOCAL_FUNCTIONS
 from common.settings import CONFIGS_DIR, Settings, load_settings
 from common.templates.models import StepSpec
 from tests.terraform.hcl_config import REPO, Instance, Unknown, block, blocks, module_instance, root_instance
@@ -80,11 +80,12 @@ def decorated_functions(main_py: Path) -> dict[str, str]:
 
 
 def http_groups(main_py: Path) -> set[str]:
-    """Route groups a main.py serves: the arguments of its http_handler(...) calls."""
+    """Route groups a main.py serves: the arguments of its function_http_handler(...) calls."""
     return {
         node.args[0].value
         for node in ast.walk(ast.parse(main_py.read_text()))
-        if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "http_handler"
+        if isinstance(node, ast.Call)
+        and (getattr(node.func, "id", None) or getattr(node.func, "attr", None)) == "function_http_handler"
     }
 
 
@@ -145,7 +146,7 @@ def test_every_subscription_outlasts_the_longest_step_and_retries_like_the_emula
 
 
 def test_push_subscriptions_reach_the_functions_the_local_stack_wires(plain: Instance) -> None:
-    # common/local_stack.py: steps and dead-letter topics -> step_execute, schedules topic -> trigger_schedules.
+    # convergence/local_stack.py: steps and dead-letter topics -> step_execute, schedules topic -> trigger_schedules.
     expected = {
         "steps_push": "step_execute",
         "dead_letter_push": "step_execute",

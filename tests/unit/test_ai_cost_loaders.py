@@ -1,6 +1,6 @@
 """OpenAI and Anthropic cost loaders: the providers' quirks, pagination, retries and refusals.
 
-Requests go over real HTTP to the local replay server (common/demo/provider_apis.py); only the pause between
+Requests go over real HTTP to the local replay server (convergence/demo/provider_apis.py); only the pause between
 retries is recorded instead of slept, so the backoff policy can be checked without waiting for it.
 """
 
@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
-from common.demo.provider_apis import Fault, ProviderApiServer
+from convergence.demo.provider_apis import Fault, ProviderApiServer
 from common.errors import TerminalError, TransientError
 from common.settings import Settings
 from common.sources import anthropic_costs, openai_costs

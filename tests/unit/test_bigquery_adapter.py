@@ -13,7 +13,7 @@ import sqlglot
 from google.api_core import exceptions as gexc
 from google.cloud import bigquery
 
-from common.emulators.bigquery import bigquery_emulator_command, bqemulator_executable
+from convergence.emulators.bigquery import bigquery_emulator_command, bqemulator_executable
 from common.errors import BadRequest, ConfigurationError, DependencyUnavailable, NotFound
 from common.metadata.schemas import TableSchema, load_schema, schema_names
 from common.warehouse.bigquery import (

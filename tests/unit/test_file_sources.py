@@ -409,7 +409,7 @@ def test_cloud_storage_outage_is_transient_and_missing_objects_terminal() -> Non
 
 
 def test_unreachable_cloud_storage_is_transient(settings: Settings) -> None:
-    from common.emulators.process import free_port
+    from convergence.emulators.process import free_port
 
     nowhere = Settings(
         storage_emulator_host=f"http://127.0.0.1:{free_port()}", file_source_roots=settings.file_source_roots

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from common.demo.gcp_billing import daily_totals, generate_billing_export
+from convergence.demo.gcp_billing import daily_totals, generate_billing_export
 
 SCHEMA_PATH = (
     Path(__file__).resolve().parents[2] / "configs" / "schemas" / "tenant" / "gcp_billing_export_v1.json"

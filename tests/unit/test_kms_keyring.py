@@ -1,7 +1,7 @@
 """The gcp-kms keyring: tenant keysets wrapped by Cloud KMS, cached per instance, rotated by `keys rewrap`.
 
 No Cloud KMS emulator exists: every test here runs the official google-cloud-kms client (through
-tink.integration.gcpkms) against the local stand-in common/emulators/kms_standin.py, and counts KMS calls
+tink.integration.gcpkms) against the local stand-in convergence/emulators/kms_standin.py, and counts KMS calls
 there.
 """
 
@@ -22,8 +22,8 @@ from tink import aead
 from tink.proto import tink_pb2
 from typer.testing import CliRunner
 
-from common.api.models import IntegrationSetupRequest
-from common.cli_keys import keys_app
+from common.contracts.requests import IntegrationSetupRequest
+from convergence.cli.keys import keys_app
 from common.crypto.api_keys import KEY_PURPOSE, hash_api_key
 from common.crypto.gcp_kms import CloudKmsKek, GcpKmsKeyring, build_kms_client
 from common.crypto.keyring import DecryptionFailed, associated_data
@@ -36,8 +36,8 @@ from common.crypto.tenant_keys import (
     TenantKeysetKeyring,
     ciphertext_key_id,
 )
-from common.emulators.kms_standin import KmsStandin, start_kms_standin
-from common.emulators.process import free_port
+from convergence.emulators.kms_standin import KmsStandin, start_kms_standin
+from convergence.emulators.process import free_port
 from common.errors import ConfigurationError, DependencyUnavailable
 from common.runtime import Runtime
 from common.services import integrations, key_rotation
@@ -440,7 +440,7 @@ def test_rewrap_needs_the_tenant_keyset_keyring(runtime, tmp_path):
 
 def keys_command(*args: str):
     cli = typer.Typer()
-    cli.add_typer(keys_app, name="keys")  # as common/cli.py registers it
+    cli.add_typer(keys_app, name="keys")  # as convergence/cli/__init__.py registers it
     return CliRunner().invoke(cli, ["keys", *args])
 
 

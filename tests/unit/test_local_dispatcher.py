@@ -15,7 +15,7 @@ import types
 import pytest
 
 from common.errors import ConfigurationError, DependencyUnavailable
-from common.services.local_dispatcher import LocalDispatcher, start_local_dispatcher
+from convergence.local_dispatcher import LocalDispatcher, start_local_dispatcher
 
 START = dt.datetime(2026, 3, 2, 6, 0, tzinfo=dt.UTC)
 
@@ -74,7 +74,7 @@ def test_a_failing_tick_is_logged_and_the_next_tick_still_runs(runtime, caplog):
     ticks = Ticks(
         3, outcomes=[RuntimeError("warehouse exploded"), DependencyUnavailable("bus down"), {"started": 2}]
     )
-    with caplog.at_level(logging.INFO, logger="common.services.local_dispatcher"):
+    with caplog.at_level(logging.INFO, logger="convergence.local_dispatcher"):
         dispatcher = ticks.run(runtime)
     assert len(ticks.calls) == 3 and dispatcher.ticks == 3
     failures = [record for record in caplog.records if "failed" in record.getMessage()]
@@ -87,7 +87,7 @@ def test_a_failing_tick_is_logged_and_the_next_tick_still_runs(runtime, caplog):
 def test_the_same_failure_tick_after_tick_is_logged_once_until_a_tick_succeeds(runtime, caplog):
     not_ready = ConfigurationError("the control dataset is not bootstrapped")
     ticks = Ticks(4, outcomes=[not_ready, not_ready, {"published": 1}, not_ready])
-    with caplog.at_level(logging.INFO, logger="common.services.local_dispatcher"):
+    with caplog.at_level(logging.INFO, logger="convergence.local_dispatcher"):
         ticks.run(runtime)
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
     assert len(ticks.calls) == 4 and len(warnings) == 2
@@ -96,7 +96,7 @@ def test_the_same_failure_tick_after_tick_is_logged_once_until_a_tick_succeeds(r
 
 def test_a_tick_before_bootstrap_warns_through_the_real_schedules_service(runtime, caplog):
     dispatcher = LocalDispatcher(runtime, 60.0, clock=lambda: START)
-    with caplog.at_level(logging.INFO, logger="common.services.local_dispatcher"):
+    with caplog.at_level(logging.INFO, logger="convergence.local_dispatcher"):
         assert dispatcher.tick() is None
     [warning] = [r for r in caplog.records if r.levelno == logging.WARNING]
     assert "bootstrap" in warning.getMessage()
@@ -142,7 +142,7 @@ def test_serve_starts_the_local_dispatcher_in_embedded_mode(runtime, monkeypatch
     monkeypatch.setattr(
         runtime, "settings", runtime.settings.model_copy(update={"dispatcher_interval_seconds": 5.0})
     )
-    with caplog.at_level(logging.INFO, logger="common.services.local_dispatcher"):
+    with caplog.at_level(logging.INFO, logger="convergence.local_dispatcher"):
         dispatcher = start_local_dispatcher(runtime, dispatch=lambda *args: {})
     try:
         assert dispatcher is not None and dispatcher.running
@@ -157,7 +157,7 @@ def test_serve_leaves_ticking_to_cloud_scheduler_with_pubsub(runtime, caplog):
     pubsub = dataclasses.replace(
         runtime, settings=runtime.settings.model_copy(update={"convergence_bus": "pubsub"})
     )
-    with caplog.at_level(logging.INFO, logger="common.services.local_dispatcher"):
+    with caplog.at_level(logging.INFO, logger="convergence.local_dispatcher"):
         assert start_local_dispatcher(pubsub) is None
     assert "Cloud Scheduler" in caplog.text and "no local dispatcher" in caplog.text
 

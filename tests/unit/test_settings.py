@@ -133,7 +133,7 @@ def serve_with(tmp_path_factory: pytest.TempPathFactory) -> Callable[[dict[str, 
             command = (
                 [str(CLI), "serve", "--port", "0"]
                 if CLI.exists()
-                else [sys.executable, "-m", "common.cli", "serve"]
+                else [sys.executable, "-m", "convergence.cli", "serve"]
             )
             runs[key] = subprocess.run(
                 command,

@@ -13,7 +13,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from common.emulators.process import ManagedProcess, free_port, stop_group
+from convergence.emulators.process import ManagedProcess, free_port, stop_group
 from common.errors import ConfigurationError
 from common.settings import CONFIGS_DIR, Settings
 
@@ -49,9 +49,9 @@ class LocalStack:
 
     def start(self) -> LocalStack:
         """Start emulators, functions and subscriptions; stop whatever started if a later part fails."""
-        from common.bus.pubsub_admin import ensure_topology
-        from common.emulators.bigquery import start_bigquery_emulator
-        from common.emulators.pubsub import start_pubsub_emulator
+        from convergence.pubsub_admin import ensure_topology
+        from convergence.emulators.bigquery import start_bigquery_emulator
+        from convergence.emulators.pubsub import start_pubsub_emulator
 
         if self.state_file.exists():
             raise ConfigurationError(f"a local stack already runs from {self.folder}: run `convergence local down`")

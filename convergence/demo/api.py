@@ -10,7 +10,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from common.api.app import create_wsgi_app
+from common.wiring import wsgi_app
 from common.errors import TerminalError
 from common.runtime import Runtime
 
@@ -50,7 +50,7 @@ class DemoApi:
 
     def __init__(self, rt: Runtime) -> None:
         self.rt = rt
-        self.client = create_wsgi_app("both").test_client()
+        self.client = wsgi_app("both").test_client()
         root_key = rt.settings.ca_root_api_key
         if root_key is None:
             raise DemoError("the demo needs a root key (CA_ROOT_API_KEY or CONVERGENCE_HOME/root_key)")

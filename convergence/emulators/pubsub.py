@@ -12,7 +12,7 @@ import signal
 import time
 from pathlib import Path
 
-from common.emulators.process import ManagedProcess
+from convergence.emulators.process import ManagedProcess
 from common.errors import DependencyUnavailable
 
 INSTALL_HINT = (

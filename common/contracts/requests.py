@@ -6,9 +6,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from common.tenancy import TENANT_ID_PATTERN
+from common.types import EMAIL_PATTERN, TENANT_ID_PATTERN
 
-EMAIL_PATTERN = r"^[^@\s<>,;]{1,64}@[A-Za-z0-9.-]{1,253}\.[A-Za-z]{2,63}$"
 Plan = Literal["starter", "professional", "enterprise"]
 
 

@@ -12,9 +12,9 @@ import secrets
 import uuid
 from dataclasses import dataclass, field
 
-from common.demo.api import DemoApi, Run
-from common.demo.provider_apis import ProviderApiServer
-from common.demo.source_data import (
+from convergence.demo.api import DemoApi, Run
+from convergence.demo.provider_apis import ProviderApiServer
+from convergence.demo.source_data import (
     AWS_SAMPLE,
     AZURE_SAMPLE,
     GCP_SOURCE_TABLE,

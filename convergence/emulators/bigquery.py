@@ -10,7 +10,7 @@ import os
 import shutil
 from pathlib import Path
 
-from common.emulators.process import ManagedProcess
+from convergence.emulators.process import ManagedProcess
 from common.errors import DependencyUnavailable
 
 REPO = Path(__file__).resolve().parents[2]

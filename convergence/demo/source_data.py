@@ -25,7 +25,7 @@ from typing import Any
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from common.demo.gcp_billing import daily_totals, generate_billing_export
+from convergence.demo.gcp_billing import daily_totals, generate_billing_export
 from common.metadata.schemas import load_schema
 from common.settings import Settings
 from common.warehouse.base import Warehouse

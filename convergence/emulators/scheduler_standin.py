@@ -20,7 +20,7 @@ How it differs from Cloud Scheduler (so nobody mistakes it for one):
 - test hooks (`runs`, `fail`, `heal`, `max_page_size`) that the real service obviously has not.
 
 Use it as a context manager (`with SchedulerStandin() as standin:`) or start()/stop();
-`python -m common.emulators.scheduler_standin --port N` serves it as a process for a local stack.
+`python -m convergence.emulators.scheduler_standin --port N` serves it as a process for a local stack.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """`convergence stage`: stage each Cloud Function's source folder for Terraform to archive and deploy.
 
-common/cli.py registers it with `app.command("stage")(stage_command)`.
+convergence/cli/__init__.py registers it with `app.command("stage")(stage_command)`.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from common.cli_output import fail
+from convergence.cli.output import fail
 from common.errors import ConvergenceError
 
 
@@ -28,7 +28,7 @@ def stage_command(
     ] = None,
 ) -> None:
     """Stage main.py, common/, configs/ and a pinned requirements.txt into <out>/<function>/."""
-    from common.packaging import FUNCTIONS, stage_functions
+    from convergence.packaging import FUNCTIONS, stage_functions
 
     try:
         staged = stage_functions(out, functions or FUNCTIONS)

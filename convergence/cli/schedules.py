@@ -4,7 +4,7 @@ Terraform creates the jobs; these commands list, pause, resume and force-run the
 google-cloud-scheduler client. Only jobs named `convergence-dispatch-{cadence}` are ever touched, so
 other jobs of the project are neither shown nor changed. With CLOUD_SCHEDULER_ENDPOINT set (a local
 stand-in) the client talks to it with anonymous credentials; otherwise to Google with the application
-default credentials. common/cli.py registers the app with `app.add_typer(schedules_app, name="schedules")`.
+default credentials. convergence/cli/__init__.py registers the app with `app.add_typer(schedules_app, name="schedules")`.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from common.cli_output import error_line, fail
+from convergence.cli.output import error_line, fail
 from common.errors import (
     BadRequest,
     ConfigurationError,

@@ -32,23 +32,8 @@ FUNCTIONS = ("onboard", "trigger", "step_execute")
 DISTRIBUTION = "convergence"
 SOURCE_ROOT = Path(__file__).resolve().parent.parent
 
-# Parts of common/ that a deployed function never imports (checked after every staging, see
-# `_check_imports`): the operator command line, the demo's sample data, the local emulator stack and the
-# topic/subscription creation it uses (Terraform owns the topology in Google Cloud).
-DEV_ONLY = (
-    "common/cli.py",
-    "common/cli_keys.py",
-    "common/cli_schedules.py",
-    "common/cli_output.py",
-    "common/packaging.py",
-    "common/packaging_cli.py",
-    "common/local_stack.py",
-    "common/demo",
-    "common/emulators",
-    "common/bus/pubsub_admin.py",
-)
 IGNORED_NAMES = re.compile(r"^(__pycache__|\..*|.*\.py[co])$")
-MODULE_STRING = re.compile(r"common(\.\w+)+")  # e.g. importlib.import_module("common.processors.dq")
+MODULE_STRING = re.compile(r"(common|convergence)(\.\w+)+")  # e.g. importlib.import_module("common.processors.dq")
 
 # Cloud Functions gen2, runtime python311 (Ubuntu, x86_64): where Requires-Dist markers are evaluated.
 TARGET_ENVIRONMENT: Mapping[str, str] = {
@@ -195,7 +180,7 @@ def stage_functions(
 def _refuse_to_overwrite_sources(out: Path, names: list[str], source_root: Path) -> None:
     """Staging deletes `out/<function>`: make sure that can never be (or hold) a source folder."""
     protected = [
-        source_root / part for part in ("common", "configs", "functions", "terraform", "tests", ".git")
+        source_root / part for part in ("common", "convergence", "configs", "functions", "terraform", "tests", ".git")
     ]
     for name in names:
         for target in (out / name, out / f".{name}.staging"):
@@ -213,8 +198,7 @@ def _stage_one(name: str, out: Path, source_root: Path, pins: list[str]) -> Stag
     work.mkdir(parents=True)
     try:
         _copy_file(source_root / "functions" / name / "main.py", work / "main.py")
-        excluded = {source_root / part for part in DEV_ONLY}
-        _copy_tree(source_root / "common", work / "common", excluded)
+        _copy_tree(source_root / "common", work / "common", set())
         _copy_tree(source_root / "configs", work / "configs", set())
         (work / "requirements.txt").write_text("".join(f"{pin}\n" for pin in pins), encoding="utf-8")
         _check_imports(work, source_root)
@@ -262,34 +246,20 @@ def _fix_metadata(folder: Path) -> None:
     os.utime(folder, (FIXED_MTIME, FIXED_MTIME))
 
 
-def _module_names(root: Path) -> set[str]:
-    """Dotted names of every module and package under `root/common`."""
-    names = set()
-    for path in (root / "common").rglob("*.py"):
-        parts = list(path.relative_to(root).with_suffix("").parts)
-        if parts[-1] == "__init__":
-            parts.pop()
-        names.add(".".join(parts))
-    for path in (root / "common").rglob("*"):
-        if path.is_dir() and not IGNORED_NAMES.match(path.name):
-            names.add(".".join(path.relative_to(root).parts))
-    return names
-
-
 def _check_imports(staged: Path, source_root: Path) -> None:
-    """Fail if a staged module names (imports, even lazily, or by string) a module left out as dev-only."""
-    missing = _module_names(source_root) - _module_names(staged)
+    """Fail if a staged module names (imports, even lazily, or by string) the tooling package `convergence`,
+    which is never staged: a function must run on `common/` alone."""
     problems = []
     for path in _files(staged):
         if path.suffix != ".py":
             continue
         relative = PurePosixPath(path.relative_to(staged).as_posix())
         for module in _referenced_modules(path.read_text(encoding="utf-8"), relative):
-            if module in missing:
+            if module == "convergence" or module.startswith("convergence."):
                 problems.append(f"{relative} uses {module}")
     if problems:
         raise StagingError(
-            "a staged module needs code left out as dev-only (update DEV_ONLY in common/packaging.py): "
+            "a staged module needs code left out as dev-only (update DEV_ONLY in convergence/packaging.py): "
             + "; ".join(sorted(set(problems)))
         )
 

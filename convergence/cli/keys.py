@@ -1,6 +1,6 @@
 """`convergence keys ...`: operator commands on tenant data keys.
 
-common/cli.py registers them with `app.add_typer(keys_app, name="keys")`.
+convergence/cli/__init__.py registers them with `app.add_typer(keys_app, name="keys")`.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from common.cli_output import fail
+from convergence.cli.output import fail
 from common.errors import ConvergenceError
 
 keys_app = typer.Typer(
@@ -35,7 +35,7 @@ def rewrap(
     as_json: Annotated[bool, typer.Option("--json", help="Print the counts as one JSON object.")] = False,
 ) -> None:
     """Give every tenant a new primary data key; re-encrypt stored credentials and API-key copies under it."""
-    from common.runtime import get_runtime, reset_runtime
+    from common.wiring import get_runtime, reset_runtime
     from common.services.key_rotation import rewrap_all
 
     try:

@@ -20,7 +20,7 @@ How it differs from Cloud KMS (so nobody mistakes it for one):
   FAILED_PRECONDITION for a disabled version, ALREADY_EXISTS), messages are its own;
 - test hooks (`calls`, `count`, `fail`, `rotate`) that the real service obviously has not.
 
-Start it in-process with `start_kms_standin()`; `python -m common.emulators.kms_standin --port N` serves it
+Start it in-process with `start_kms_standin()`; `python -m convergence.emulators.kms_standin --port N` serves it
 as a process for the local stack.
 """
 

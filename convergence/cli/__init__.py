@@ -10,11 +10,11 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from common.cli_keys import keys_app
-from common.cli_output import error_line, fail
-from common.cli_schedules import schedules_app
+from convergence.cli.keys import keys_app
+from convergence.cli.output import error_line, fail
+from convergence.cli.schedules import schedules_app
 from common.errors import ConfigurationError, ConvergenceError
-from common.packaging_cli import stage_command
+from convergence.cli.stage import stage_command
 
 app = typer.Typer(help="Convergence: per-tenant cloud cost data.", no_args_is_help=True, add_completion=False)
 console = Console()
@@ -23,7 +23,7 @@ console = Console()
 def _prepare_runtime(**overrides: object):
     """Settings (with a root key in embedded mode, and any `overrides`) and the runtime built from them."""
     from common.crypto.root_key import ensure_root_key
-    from common.runtime import build_runtime, set_runtime
+    from common.wiring import build_runtime, set_runtime
     from common.settings import get_settings
 
     settings, generated = ensure_root_key(get_settings())
@@ -51,14 +51,14 @@ def serve(
     """Serve every HTTP route from one process (embedded mode by default)."""
     from werkzeug.serving import make_server
 
-    from common.api.app import create_wsgi_app
-    from common.runtime import reset_runtime
-    from common.services.local_dispatcher import start_local_dispatcher
+    from common.wiring import wsgi_app
+    from common.wiring import reset_runtime
+    from convergence.local_dispatcher import start_local_dispatcher
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         runtime = _prepare_runtime()
-        server = make_server(host, port, create_wsgi_app("both"), threaded=True)
+        server = make_server(host, port, wsgi_app("both"), threaded=True)
     except ConvergenceError as exc:
         fail(exc)
     except OSError as exc:
@@ -95,9 +95,9 @@ def demo(
     ] = 3,
 ) -> None:
     """Bootstrap, onboard two tenants, load every provider's sample data, run their pipelines, print costs."""
-    from common.demo.provider_apis import ProviderApiServer
-    from common.demo.run import run_demo
-    from common.runtime import reset_runtime
+    from convergence.demo.provider_apis import ProviderApiServer
+    from convergence.demo.run import run_demo
+    from common.wiring import reset_runtime
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     # OpenAI and Anthropic are answered by the local replay server: the runtime's settings point at it.
@@ -128,7 +128,7 @@ def local_up(
     import time
 
     from common.crypto.root_key import ensure_root_key
-    from common.local_stack import LocalStack, env_lines
+    from convergence.local_stack import LocalStack, env_lines
     from common.settings import get_settings
 
     settings, generated = ensure_root_key(get_settings())
@@ -165,7 +165,7 @@ def local_up(
 @local_app.command("down")
 def local_down() -> None:
     """Stop a stack started with `local up --detach`."""
-    from common.local_stack import stop_detached
+    from convergence.local_stack import stop_detached
     from common.settings import get_settings
 
     stopped = stop_detached(get_settings().convergence_home)

@@ -17,9 +17,9 @@ import time
 
 from rich.console import Console
 
-from common.demo.api import DemoApi, Run
-from common.demo.provider_apis import ProviderApiServer
-from common.demo.report import (
+from convergence.demo.api import DemoApi, Run
+from convergence.demo.provider_apis import ProviderApiServer
+from convergence.demo.report import (
     currency_totals,
     provider_table,
     quality_warnings,
@@ -29,7 +29,7 @@ from common.demo.report import (
     verdict,
     warnings_line,
 )
-from common.demo.tenants import TenantPlan, prepare_acme, prepare_globex
+from convergence.demo.tenants import TenantPlan, prepare_acme, prepare_globex
 from common.runtime import Runtime
 
 REPLAY_NOTE = "(OpenAI and Anthropic answered by a local replay server)"

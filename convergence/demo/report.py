@@ -13,8 +13,8 @@ from typing import Any
 
 from rich.table import Table
 
-from common.demo.api import Run
-from common.demo.tenants import TenantPlan
+from convergence.demo.api import Run
+from convergence.demo.tenants import TenantPlan
 from common.warehouse.base import Warehouse
 from common.warehouse.sql import table_ref
 
