@@ -71,8 +71,8 @@ def _environment(home: Path, bus: str, emulator: str | None) -> None:
         os.environ["PUBSUB_EMULATOR_HOST"] = emulator
     else:
         os.environ.pop("PUBSUB_EMULATOR_HOST", None)
-    from common.wiring import reset_runtime
     from common.settings import reset_settings
+    from common.wiring import reset_runtime
 
     reset_settings()
     reset_runtime()
@@ -217,16 +217,16 @@ def _anonymous() -> Any:
 def measure_fanout(rt: Any, counter: StepCounter, day: str) -> tuple[float, float, int]:
     """(seconds to enqueue every step 0, peak RSS MiB, step messages that arrived)."""
     from common.bus.messages import ScheduleMessage
-    from common.services import scheduling
+    from common.services import fanout
 
     message = ScheduleMessage(template="gcp/example/dryrun", tenants="*", parameters={"date": day},
                               trigger_by="bench", schedule_id="bench", due_at=f"{day}T06:00:00Z")  # fmt: skip
     before = counter.arrived()
     with PeakRss() as memory:
         started = time.perf_counter()
-        fanned = scheduling.fan_out(rt, message)
+        fanned = fanout.fan_out(rt, message)
         for chunk in counter.take_chunks(fanned["chunks"]):
-            scheduling.start_chunk(rt, chunk)
+            fanout.start_chunk(rt, chunk)
         elapsed = time.perf_counter() - started
     return elapsed, memory.peak_mib, counter.arrived() - before
 

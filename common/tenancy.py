@@ -8,7 +8,6 @@ from typing import Annotated
 from pydantic import AfterValidator
 
 from common.errors import BadRequest
-
 from common.types import SEGMENT_PATTERN, TABLE_NAME_PATTERN, TENANT_ID_PATTERN
 
 TENANT_ID_RE = re.compile(TENANT_ID_PATTERN)

@@ -20,6 +20,11 @@ SEGMENT_PATTERN = r"^[a-z][a-z0-9_]{0,49}$"
 TEMPLATE_NAME_PATTERN = r"^[a-z][a-z0-9_]{0,49}$"
 TEMPLATE_PATH_PATTERN = r"^[a-z][a-z0-9_]{0,49}/[a-z][a-z0-9_]{0,49}/[a-z][a-z0-9_]{0,49}$"
 EMAIL_PATTERN = r"^[^@\s<>,;]{1,64}@[A-Za-z0-9.-]{1,253}\.[A-Za-z]{2,63}$"
+# A column of a warehouse table, as BigQuery allows it (case kept, at most 300 characters).
+COLUMN_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]{0,299}$"
+# A template variable (a placeholder name) and a step id inside a template.
+VARIABLE_NAME_PATTERN = r"^[a-z_][a-z0-9_]*$"
+STEP_ID_PATTERN = r"^[a-z][a-z0-9_]{0,63}$"
 
 TenantId = Annotated[str, StringConstraints(pattern=TENANT_ID_PATTERN)]
 TableName = Annotated[str, StringConstraints(pattern=TABLE_NAME_PATTERN)]
@@ -29,6 +34,9 @@ TemplateName = Annotated[str, StringConstraints(pattern=TEMPLATE_NAME_PATTERN)]
 # provider/domain/template, as schedules and bulk runs name a template.
 TemplatePath = Annotated[str, StringConstraints(pattern=TEMPLATE_PATH_PATTERN)]
 Email = Annotated[str, StringConstraints(pattern=EMAIL_PATTERN, max_length=320)]
+ColumnName = Annotated[str, StringConstraints(pattern=COLUMN_NAME_PATTERN)]
+VariableName = Annotated[str, StringConstraints(pattern=VARIABLE_NAME_PATTERN)]
+StepId = Annotated[str, StringConstraints(pattern=STEP_ID_PATTERN)]
 
 
 def utcnow() -> dt.datetime:

@@ -16,7 +16,9 @@ import flask
 from common.api import events
 from common.api.app import create_wsgi_app, http_handler
 from common.bus.base import Bus
+from common.bus.topology import declare_topology
 from common.crypto.keyring import Keyring
+from common.errors import ConfigurationError
 from common.runtime import Runtime
 from common.settings import Settings, get_settings
 from common.warehouse.base import Warehouse
@@ -39,25 +41,27 @@ def build_keyring(settings: Settings, warehouse: Warehouse) -> Keyring:
         from common.crypto.local import LocalKeyring
 
         return LocalKeyring(settings.keyset_path)
-    from common.crypto.gcp_kms import gcp_kms_keyring
+    from common.crypto.gcp_kms import GcpKmsKeyring
+    from common.metadata.keysets import WarehouseKeysetStore
 
-    return gcp_kms_keyring(settings, warehouse)
+    if not settings.kms_key_name:
+        raise ConfigurationError("KMS_KEY_NAME: required when CONVERGENCE_KEYRING=gcp-kms")
+    # KMS_KEY_NAME wraps each tenant's keyset; the control dataset's tenant_keysets stores them.
+    return GcpKmsKeyring(settings.kms_key_name, WarehouseKeysetStore(warehouse, settings.control_dataset))
 
 
 def build_local_bus(settings: Settings, **options: object) -> Bus:
-    """A local bus wired like the deployed topology: steps → step_execute, DLQ → closer, schedules → trigger."""
+    """A local bus wired as common.bus.topology declares: each subscription pushes to its entry point below."""
     from common.bus.local import LocalBus
 
+    handlers = {"step_execute": step_execute, "step_dead_letter": step_dead_letter,
+                "trigger_schedules": trigger_schedules}  # fmt: skip
     bus = LocalBus(settings.gcp_project_id, **options)  # type: ignore[arg-type]
-    bus.subscribe(
-        settings.steps_topic,
-        step_execute,
-        name=f"{settings.steps_topic}-push",
-        dead_letter_topic=settings.dead_letter_topic,
-        max_attempts=settings.step_max_attempts,
-    )
-    bus.subscribe(settings.dead_letter_topic, step_dead_letter, name=f"{settings.dead_letter_topic}-sub")
-    bus.subscribe(settings.schedules_topic, trigger_schedules, name=f"{settings.schedules_topic}-push")
+    for subscription in declare_topology(settings).subscriptions:
+        dead_letter: dict[str, Any] = {}  # without a policy, a failing message is redelivered until it succeeds
+        if policy := subscription.dead_letter:
+            dead_letter = {"dead_letter_topic": policy.topic, "max_attempts": policy.max_delivery_attempts}
+        bus.subscribe(subscription.topic, handlers[subscription.handler], name=subscription.name, **dead_letter)
     return bus
 
 

@@ -3,7 +3,7 @@
 Deployed, one Cloud Scheduler job per cadence publishes a dispatch message and the trigger function starts
 the schedules that are due. With the local bus (`CONVERGENCE_BUS=local`) nothing ticks, so `convergence
 serve` runs this daemon thread: every DISPATCHER_INTERVAL_SECONDS it asks
-`common.services.schedules.dispatch_due` to start every schedule of any cadence that is due by now. A tick
+`common.services.dispatcher.dispatch_due` to start every schedule of any cadence that is due by now. A tick
 that fails is logged and the next one runs as planned; stopping waits for a tick in progress.
 """
 
@@ -17,6 +17,7 @@ from typing import Any
 
 from common.errors import ConvergenceError
 from common.runtime import Runtime
+from common.types import utcnow
 
 log = logging.getLogger(__name__)
 
@@ -24,13 +25,9 @@ Dispatch = Callable[[Runtime, str | None, dt.datetime], dict]
 STOP_TIMEOUT_SECONDS = 60.0
 
 
-def _utc_now() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
-
-
 def _dispatch_due(rt: Runtime, cadence: str | None, now: dt.datetime) -> dict:
-    """common.services.schedules.dispatch_due, imported at the tick so this module loads without it."""
-    from common.services.schedules import dispatch_due
+    """common.services.dispatcher.dispatch_due, imported at the tick so this module loads without it."""
+    from common.services.dispatcher import dispatch_due
 
     return dispatch_due(rt, cadence, now)
 
@@ -59,7 +56,7 @@ class LocalDispatcher:
         interval: float,
         *,
         dispatch: Dispatch | None = None,
-        clock: Callable[[], dt.datetime] = _utc_now,
+        clock: Callable[[], dt.datetime] = utcnow,
         sleep: Callable[[float], object] | None = None,
     ) -> None:
         if interval <= 0:

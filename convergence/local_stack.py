@@ -3,7 +3,8 @@
 Processes: the Pub/Sub emulator, bqemulator, and the functions as separate functions-framework processes —
 onboard (HTTP), trigger (HTTP), trigger_schedules (the trigger function's CloudEvent entry point, deployed
 as its own function in Google Cloud) and step_execute (CloudEvent; it also serves the dead-letter
-subscription). Pub/Sub push subscriptions connect them exactly as in production.
+subscription). Pub/Sub push subscriptions connect them as common.bus.topology declares, as in production
+(only the retry backoff is shorter, and attempts are kept within what Pub/Sub allows).
 """
 
 from __future__ import annotations
@@ -13,9 +14,10 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from convergence.emulators.process import ManagedProcess, free_port, stop_group
+from common.bus.topology import RetryPolicy, declare_topology
 from common.errors import ConfigurationError
 from common.settings import CONFIGS_DIR, Settings
+from convergence.emulators.process import ManagedProcess, free_port, stop_group
 
 REPO = CONFIGS_DIR.parent
 FUNCTIONS = (
@@ -25,6 +27,8 @@ FUNCTIONS = (
     ("trigger_schedules", "trigger_schedules", "trigger", "cloudevent"),
     ("step_execute", "step_execute", "step_execute", "cloudevent"),
 )
+# Short backoff keeps a failing step's path to the dead-letter topic to seconds locally.
+LOCAL_RETRY = RetryPolicy(minimum_backoff_seconds=1, maximum_backoff_seconds=5)
 
 
 @dataclass
@@ -49,9 +53,9 @@ class LocalStack:
 
     def start(self) -> LocalStack:
         """Start emulators, functions and subscriptions; stop whatever started if a later part fails."""
-        from convergence.pubsub_admin import ensure_topology
         from convergence.emulators.bigquery import start_bigquery_emulator
         from convergence.emulators.pubsub import start_pubsub_emulator
+        from convergence.pubsub_admin import ensure_topology
 
         if self.state_file.exists():
             raise ConfigurationError(f"a local stack already runs from {self.folder}: run `convergence local down`")
@@ -90,25 +94,16 @@ class LocalStack:
                 process = ManagedProcess(name, command, port, env=self.env, log_path=logs / f"{name}.log", cwd=REPO)
                 self.processes.append(process.start(timeout=60))
                 self.endpoints[name] = f"http://{self.host}:{port}"
-            topic_url = "{base}/projects/{project}/topics/{topic}"
-            s = self.settings
+            topology = declare_topology(self.settings).within_pubsub_limits().with_delivery(
+                minimum_backoff=LOCAL_RETRY.minimum_backoff_seconds,
+                maximum_backoff=LOCAL_RETRY.maximum_backoff_seconds,
+            )
             ensure_topology(
                 project,
-                s,
-                {
-                    s.steps_topic: topic_url.format(base=self.endpoints["step_execute"], project=project,
-                                                    topic=s.steps_topic),
-                    s.dead_letter_topic: topic_url.format(base=self.endpoints["step_execute"], project=project,
-                                                          topic=s.dead_letter_topic),
-                    s.schedules_topic: topic_url.format(base=self.endpoints["trigger_schedules"], project=project,
-                                                        topic=s.schedules_topic),
-                },
+                topology,
+                {s.topic: s.push_endpoint(self.endpoints[s.function], project) for s in topology.subscriptions},
                 emulator_host=self.env["PUBSUB_EMULATOR_HOST"],
-                dead_letter_max_attempts=max(5, s.step_max_attempts),
-                # Short backoff keeps a failing step's path to the dead-letter topic to seconds locally.
-                minimum_backoff=1,
-                maximum_backoff=5,
-            )  # fmt: skip
+            )
         except BaseException:
             self.stop()
             raise

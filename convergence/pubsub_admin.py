@@ -1,13 +1,10 @@
 """Create the Pub/Sub topology Convergence runs on, idempotently (emulator mode, local set-ups, checks).
 
-    steps topic ──push──▶ step_execute      (dead-letter policy: after N deliveries → dead-letter topic)
-    dead-letter topic ──push or pull──▶ the closer of given-up runs
-    schedules topic ──push──▶ trigger
-
-Production creates the same resources with Terraform; this module is what emulator mode and tests use, and
-it names subscriptions as the local bus does (`{steps}-push`, `{dead-letter}-sub`, `{schedules}-push`).
-A second call changes nothing; a subscription that drifted (endpoint, deadline, policies) is updated back.
-Real Pub/Sub also needs its service agent to be allowed to publish to the dead-letter topic and to
+What to create is `common.bus.topology`'s declaration: its topics, one subscription each (named, pushing
+and dead-lettering as declared), its ack deadline and retry policy. Production creates the same resources
+with Terraform (tests/terraform compares the two); this module is what `local up`, emulator mode and tests
+use. A second call changes nothing; a subscription that drifted (endpoint, deadline, policies) is updated
+back. Real Pub/Sub also needs its service agent to be allowed to publish to the dead-letter topic and to
 subscribe to the steps subscription (IAM); the emulator has no IAM, Terraform grants those roles.
 """
 
@@ -15,37 +12,27 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 from google.api_core import exceptions as api_exceptions
 from google.protobuf import duration_pb2, field_mask_pb2
 from google.pubsub_v1 import types as pubsub_types
 
 from common.bus.pubsub import publisher_client, subscriber_client, subscription_path, topic_path
+from common.bus.topology import (
+    PUBSUB_DELIVERY_ATTEMPTS,
+    BusTopology,
+    SubscriptionSpec,
+    TopicNames,
+    declare_topology,
+)
 from common.errors import ConfigurationError, DependencyUnavailable
 
 _RECONCILED_FIELDS = ("ack_deadline_seconds", "push_config", "dead_letter_policy", "retry_policy")
 
 
-class TopicNames(Protocol):
-    """The topic names of a deployment (Settings has them)."""
-
-    steps_topic: str
-    schedules_topic: str
-    dead_letter_topic: str
-
-
-def subscription_names(names: TopicNames) -> dict[str, str]:
-    """topic → the name of its one subscription."""
-    return {
-        names.steps_topic: f"{names.steps_topic}-push",
-        names.dead_letter_topic: f"{names.dead_letter_topic}-sub",
-        names.schedules_topic: f"{names.schedules_topic}-push",
-    }
-
-
 @dataclass
-class Topology:
+class EnsuredTopology:
     """What ensure_topology made sure of: full resource paths, and which of them this call created."""
 
     topics: dict[str, str]
@@ -61,18 +48,14 @@ def _duration(seconds: float) -> duration_pb2.Duration:
 
 def subscription_spec(
     project: str,
-    topic: str,
-    name: str,
+    topology: BusTopology,
+    subscription: SubscriptionSpec,
     endpoint: str | None,
     *,
-    ack_deadline_seconds: int,
-    minimum_backoff: float,
-    maximum_backoff: float,
-    dead_letter_topic: str | None = None,
-    dead_letter_max_attempts: int = 5,
     push_service_account: str | None = None,
 ) -> pubsub_types.Subscription:
-    """The desired subscription: push to `endpoint` (pull when None), with retry and dead-letter policies."""
+    """A declared subscription as Pub/Sub takes it: push to `endpoint` (pull when None), with the
+    topology's ack deadline and retry policy and the subscription's dead-letter policy."""
     push_config = pubsub_types.PushConfig()
     if endpoint:
         push_config.push_endpoint = endpoint
@@ -80,78 +63,82 @@ def subscription_spec(
             push_config.oidc_token = pubsub_types.PushConfig.OidcToken(
                 service_account_email=push_service_account, audience=endpoint
             )
+    retry = topology.retry
     spec = pubsub_types.Subscription(
-        name=subscription_path(project, name),
-        topic=topic_path(project, topic),
+        name=subscription_path(project, subscription.name),
+        topic=topic_path(project, subscription.topic),
         push_config=push_config,
-        ack_deadline_seconds=ack_deadline_seconds,
+        ack_deadline_seconds=topology.ack_deadline_seconds,
         retry_policy=pubsub_types.RetryPolicy(
-            minimum_backoff=_duration(minimum_backoff), maximum_backoff=_duration(maximum_backoff)
+            minimum_backoff=_duration(retry.minimum_backoff_seconds),
+            maximum_backoff=_duration(retry.maximum_backoff_seconds),
         ),
     )
-    if dead_letter_topic:
+    if subscription.dead_letter:
         spec.dead_letter_policy = pubsub_types.DeadLetterPolicy(
-            dead_letter_topic=topic_path(project, dead_letter_topic),
-            max_delivery_attempts=dead_letter_max_attempts,
+            dead_letter_topic=topic_path(project, subscription.dead_letter.topic),
+            max_delivery_attempts=subscription.dead_letter.max_delivery_attempts,
         )
     return spec
 
 
 def ensure_topology(
     project: str,
-    names: TopicNames,
+    topology: BusTopology | TopicNames,
     push_endpoints: Mapping[str, str | None],
     *,
-    dead_letter_max_attempts: int = 5,
-    ack_deadline_seconds: int = 600,
-    minimum_backoff: float = 10.0,
-    maximum_backoff: float = 600.0,
+    dead_letter_max_attempts: int | None = None,
+    ack_deadline_seconds: int | None = None,
+    minimum_backoff: float | None = None,
+    maximum_backoff: float | None = None,
     push_service_account: str | None = None,
     emulator_host: str | None = None,
-) -> Topology:
-    """Create (or leave as they are) the three topics and their subscriptions; return what exists.
+) -> EnsuredTopology:
+    """Create (or leave as they are) the declared topics and subscriptions; return what exists.
 
-    `push_endpoints` maps a topic name to the URL its subscription pushes to; a topic missing from it, or
-    mapped to None, gets a pull subscription. Bounds are Pub/Sub's: 5–100 attempts, 10–600 s ack deadline,
-    0–600 s backoff.
+    `topology` is the declaration, or settings to declare it from. `push_endpoints` maps a topic name to
+    the URL its subscription pushes to; a topic missing from it, or mapped to None, gets a pull
+    subscription. A delivery number given here replaces the declared one. Bounds are Pub/Sub's: 5–100
+    attempts, 10–600 s ack deadline, 0–600 s backoff.
     """
-    if not 5 <= dead_letter_max_attempts <= 100:
+    declared = topology if isinstance(topology, BusTopology) else declare_topology(topology)
+    declared = declared.with_delivery(
+        max_delivery_attempts=dead_letter_max_attempts, ack_deadline_seconds=ack_deadline_seconds,
+        minimum_backoff=minimum_backoff, maximum_backoff=maximum_backoff,
+    )  # fmt: skip
+    retry = declared.retry
+    if declared.max_delivery_attempts not in PUBSUB_DELIVERY_ATTEMPTS:
         raise ConfigurationError("dead_letter_max_attempts: Pub/Sub allows 5 to 100 delivery attempts")
-    if not 10 <= ack_deadline_seconds <= 600:
+    if not 10 <= declared.ack_deadline_seconds <= 600:
         raise ConfigurationError("ack_deadline_seconds: Pub/Sub allows 10 to 600 seconds")
-    if not 0 <= minimum_backoff <= maximum_backoff <= 600:
+    if not 0 <= retry.minimum_backoff_seconds <= retry.maximum_backoff_seconds <= 600:
         raise ConfigurationError(
             "minimum_backoff/maximum_backoff: need 0 <= minimum <= maximum <= 600 seconds"
         )
 
     publisher = publisher_client(emulator_host)
     subscriber = subscriber_client(emulator_host)
-    topology = Topology(topics={}, subscriptions={})
+    ensured = EnsuredTopology(topics={}, subscriptions={})
     try:
-        for topic in (names.dead_letter_topic, names.steps_topic, names.schedules_topic):
+        for topic in declared.topics:
             path = topic_path(project, topic)
-            topology.topics[topic] = path
+            ensured.topics[topic] = path
             if _create(lambda path=path: publisher.create_topic(name=path)):
-                topology.created.append(path)
-        for topic, name in subscription_names(names).items():
+                ensured.created.append(path)
+        for subscription in declared.subscriptions:
             spec = subscription_spec(
-                project, topic, name, push_endpoints.get(topic),
-                ack_deadline_seconds=ack_deadline_seconds,
-                minimum_backoff=minimum_backoff,
-                maximum_backoff=maximum_backoff,
-                dead_letter_topic=names.dead_letter_topic if topic == names.steps_topic else None,
-                dead_letter_max_attempts=dead_letter_max_attempts,
+                project, declared, subscription, push_endpoints.get(subscription.topic),
                 push_service_account=push_service_account,
             )  # fmt: skip
-            topology.subscriptions[topic] = spec.name
+            ensured.subscriptions[subscription.topic] = spec.name
             if _create(lambda spec=spec: subscriber.create_subscription(request=spec)):
-                topology.created.append(spec.name)
+                ensured.created.append(spec.name)
             elif _reconcile(subscriber, spec):
-                topology.updated.append(spec.name)
+                ensured.updated.append(spec.name)
     finally:
         publisher.transport.close()
         subscriber.close()
-    return topology
+    return ensured
 
 
 def _create(call: Any) -> bool:

@@ -21,7 +21,6 @@ def http_handler(group: str, runtime: Callable[[], Runtime]) -> Callable[[flask.
     url_map = build_map(routes)
 
     def handle(request: flask.Request) -> flask.Response:
-        request.environ["convergence.group"] = group
         return dispatch(request, routes, url_map, runtime)
 
     return handle

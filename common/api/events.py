@@ -12,7 +12,7 @@ from typing import Any
 from common.bus.messages import DeadMessage, DispatchMessage, ScheduleMessage, StepMessage, decode_event
 from common.errors import TerminalError
 from common.runtime import Runtime
-from common.services import execution, scheduling, schedules
+from common.services import dispatcher, execution, fanout
 
 log = logging.getLogger(__name__)
 
@@ -57,11 +57,11 @@ def handle_schedule_event(rt: Runtime, event: Any) -> None:
         log.error("dropping schedules message: %s", exc)
         return
     if isinstance(message, DispatchMessage):
-        schedules.run_dispatch_tick(rt, message)
+        dispatcher.run_dispatch_tick(rt, message)
         return
     assert isinstance(message, ScheduleMessage)
     try:
-        outcome = scheduling.start_for_tenants(rt, message)
+        outcome = fanout.start_for_tenants(rt, message)
     except TerminalError as exc:  # e.g. not bootstrapped yet: redelivery cannot help, so acknowledge
         log.error("schedules message for %s not processed: %s", message.template, exc.message)
         return

@@ -1,7 +1,8 @@
-"""Request plumbing: match a route, authenticate, parse the body, map every error to a JSON answer.
+"""Request plumbing: match a route, authenticate, parse the query and body, map every error to a JSON answer.
 
 Nothing here knows a use case: handlers in routes.py call services; this module turns their results and
-errors into responses. A caller never sees HTML or a stack trace, whatever they send.
+errors into responses. A caller never sees HTML or a stack trace, whatever they send. A `Route` declares the
+models of what it takes and answers; query strings are parsed with them here, for every route alike.
 """
 
 from __future__ import annotations
@@ -11,10 +12,10 @@ import datetime as dt
 import decimal
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import flask
 from pydantic import BaseModel, ValidationError
@@ -22,6 +23,8 @@ from werkzeug.exceptions import MethodNotAllowed as WzMethodNotAllowed
 from werkzeug.exceptions import NotFound as WzNotFound
 from werkzeug.routing import Map, Rule
 
+from common.contracts.base import QueryParameters, parse_query_string
+from common.contracts.errors import ApiError
 from common.errors import (
     BadRequest,
     ConvergenceError,
@@ -36,20 +39,100 @@ from common.services import auth, rate_limits
 
 log = logging.getLogger(__name__)
 
+Auth = Literal["none", "root", "tenant", "root_or_tenant"]
+Group = Literal["onboard", "trigger", "both"]  # the function serving a route; `both` = every function
+Handler = Callable[..., tuple[int, Any]]
+QueryParser = Callable[[Iterable[tuple[str, list[str]]]], BaseModel]
+METHOD_NOT_ALLOWED = 405  # answered by the plumbing on every path, for a method the path does not have
+
+
+@dataclass(frozen=True, eq=False)
+class Route:
+    """One operation of the API: who may call it, what it takes, and what it answers for each status.
+
+    These declarations are the contract: /openapi.json is generated from them, the plumbing parses query
+    strings and JSON bodies with them, and tests/e2e/test_api_contract.py checks every answer against them.
+    Every error status answers `ApiError`. Equality is identity, so a route table can key a cache.
+    """
+
+    method: str
+    path: str
+    handler: Handler
+    auth: Auth
+    group: Group
+    summary: str
+    responses: Mapping[int, type[BaseModel]]  # success status → the model of its JSON answer
+    errors: tuple[int, ...] = ()
+    error_descriptions: Mapping[int, str] = field(default_factory=dict)  # beyond the status's usual meaning
+    body: type[BaseModel] | None = None  # the JSON body
+    # A non-JSON body instead: Content-Type → its OpenAPI format (string or binary).
+    raw_body: Mapping[str, str] | None = None
+    query: type[QueryParameters] | None = None
+    # Replaces the plumbing's parse for a query with rules beyond its model (defaults across fields).
+    query_parser: QueryParser | None = None
+    headers: Mapping[str, str] = field(default_factory=dict)  # optional request headers → what they do
+    rate_limited: bool = False  # counted against the tenant's RATE_LIMIT_PER_MINUTE once authenticated
+
+    def __post_init__(self) -> None:
+        where = f"{self.method} {self.path}"
+        if not self.responses or not all(200 <= status < 300 for status in self.responses):
+            raise ValueError(f"{where}: responses must map each success status (2xx) to its answer model")
+        if not all(400 <= status < 600 for status in self.errors):
+            raise ValueError(f"{where}: errors must be 4xx or 5xx statuses")
+        if not set(self.error_descriptions) <= set(self.errors):
+            raise ValueError(f"{where}: error_descriptions names a status not in errors")
+        if self.body is not None and self.raw_body is not None:
+            raise ValueError(f"{where}: a route takes a JSON body or a raw body, not both")
+        if self.query_parser is not None and self.query is None:
+            raise ValueError(f"{where}: a query_parser needs the query model it parses into")
+
+    @property
+    def error_statuses(self) -> tuple[int, ...]:
+        """Every error status the route may answer, the plumbing's 405 included, in order."""
+        return tuple(sorted({*self.errors, METHOD_NOT_ALLOWED}))
+
+    @property
+    def statuses(self) -> tuple[int, ...]:
+        """Every status the route may answer: its successes, then its errors."""
+        return (*sorted(self.responses), *self.error_statuses)
+
+    def answer_model(self, status: int) -> type[BaseModel]:
+        """The model of the JSON answer with `status`: the success's own, or ApiError for an error status."""
+        if status in self.responses:
+            return self.responses[status]
+        if status in self.error_statuses:
+            return ApiError
+        raise KeyError(f"{self.method} {self.path} does not declare status {status}")
+
+    def parse_query(self, args: Any) -> BaseModel | None:
+        """The query string (a werkzeug MultiDict) as the route's query model; None when it declares none."""
+        if self.query is None:
+            return None
+        if self.query_parser is not None:
+            return self.query_parser(args.lists())
+        return parse_query_string(self.query, args.lists())
+
 
 @dataclass
 class RequestContext:
-    """What a handler gets: the runtime, the request, and who is calling."""
+    """What a handler gets: the runtime, the request, its route and parsed query, and who is calling."""
 
     request: flask.Request
     runtime_provider: Callable[[], Runtime]
+    route: Route
+    routes: Sequence[Route]  # the route table serving this request (what /openapi.json describes)
     org: str | None = None
     is_root: bool = False
+    query: Any = None  # the route's query model, parsed before the handler runs
 
     @property
     def runtime(self) -> Runtime:
         """The instance's adapters, built on first use (so /health answers even before)."""
         return self.runtime_provider()
+
+    def body(self) -> Any:
+        """The JSON body validated by the model the route declares for it."""
+        return self.json(self.route.body)
 
     def json(self, model: type[BaseModel] | None = None) -> Any:
         """The JSON body (size-limited, must be an object), validated by `model` when given."""
@@ -70,33 +153,14 @@ class RequestContext:
         except ValidationError as exc:
             raise ValidationFailed(
                 "the request body is not valid: "
-                + "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in exc.errors()),
-                errors=[{"field": ".".join(str(p) for p in e["loc"]), "message": e["msg"]}
-                        for e in exc.errors(include_input=False, include_url=False)],
+                + "; ".join(
+                    f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in exc.errors()
+                ),
+                errors=[
+                    {"field": ".".join(str(p) for p in e["loc"]), "message": e["msg"]}
+                    for e in exc.errors(include_input=False, include_url=False)
+                ],
             ) from None
-
-
-Handler = Callable[..., tuple[int, Any]]
-
-
-@dataclass
-class Route:
-    """One operation of the API; also the source of its OpenAPI description."""
-
-    method: str
-    path: str
-    handler: Handler
-    auth: str  # none | root | tenant | root_or_tenant
-    group: str  # onboard | trigger | both
-    summary: str
-    status: int = 200
-    request_model: type[BaseModel] | None = None
-    request_content: dict[str, str] | None = None
-    query: dict[str, str] = field(default_factory=dict)
-    headers: dict[str, str] = field(default_factory=dict)
-    errors: tuple[int, ...] = ()
-    response_example: dict[str, Any] | None = None
-    rate_limited: bool = False  # counted against the tenant's RATE_LIMIT_PER_MINUTE once authenticated
 
 
 def read_body(request: flask.Request, limit: int) -> bytes:
@@ -125,6 +189,7 @@ def _default(value: Any) -> Any:
 
 
 def json_response(status: int, body: Any, headers: dict[str, str] | None = None) -> flask.Response:
+    """`body` as JSON (dates ISO 8601, decimals as numbers), never cached or sniffed."""
     response = flask.Response(json.dumps(body, default=_default), status=status, mimetype="application/json")
     response.headers["Cache-Control"] = "no-store"
     response.headers["X-Content-Type-Options"] = "nosniff"
@@ -134,6 +199,7 @@ def json_response(status: int, body: Any, headers: dict[str, str] | None = None)
 
 
 def error_response(error: ConvergenceError) -> flask.Response:
+    """The ApiError answer of `error`, with Allow or Retry-After when its status has one."""
     headers = {}
     if error.status == 405 and "allowed" in error.details:
         headers["Allow"] = ", ".join(error.details["allowed"])
@@ -142,8 +208,11 @@ def error_response(error: ConvergenceError) -> flask.Response:
     return json_response(error.status, error.to_body(), headers)
 
 
-def build_map(routes: list[Route]) -> Map:
-    return Map([Rule(r.path, endpoint=i, methods=[r.method]) for i, r in enumerate(routes)], strict_slashes=False)
+def build_map(routes: Sequence[Route]) -> Map:
+    """A werkzeug URL map whose endpoints are the routes' indexes in `routes`."""
+    return Map(
+        [Rule(r.path, endpoint=i, methods=[r.method]) for i, r in enumerate(routes)], strict_slashes=False
+    )
 
 
 def _authenticate(ctx: RequestContext, route: Route, org_in_path: str | None) -> None:
@@ -162,7 +231,7 @@ def _authenticate(ctx: RequestContext, route: Route, org_in_path: str | None) ->
 
 
 def dispatch(
-    request: flask.Request, routes: list[Route], url_map: Map, runtime: Callable[[], Runtime]
+    request: flask.Request, routes: Sequence[Route], url_map: Map, runtime: Callable[[], Runtime]
 ) -> flask.Response:
     """Serve one request against a route table."""
     adapter = url_map.bind_to_environ(request.environ)
@@ -175,10 +244,11 @@ def dispatch(
             allowed = sorted(exc.valid_methods or [])
             raise MethodNotAllowed(f"{request.method} is not allowed here", allowed=allowed) from None
         route = routes[index]
-        ctx = RequestContext(request=request, runtime_provider=runtime)
+        ctx = RequestContext(request=request, runtime_provider=runtime, route=route, routes=routes)
         _authenticate(ctx, route, args.get("org"))
         limited = route.rate_limited and ctx.org is not None
         with rate_limits.counted(ctx.runtime, ctx.org) if limited else nullcontext():  # type: ignore[arg-type]
+            ctx.query = route.parse_query(request.args)
             status, body = route.handler(ctx, **args)
         return json_response(status, body)
     except ConvergenceError as exc:
@@ -187,4 +257,6 @@ def dispatch(
         return error_response(exc)
     except Exception:
         log.exception("unhandled error on %s %s", request.method, request.path)
-        return json_response(500, {"error": "internal_error", "message": "an internal error occurred; it was logged"})
+        return json_response(
+            500, {"error": "internal_error", "message": "an internal error occurred; it was logged"}
+        )

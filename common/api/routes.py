@@ -1,38 +1,49 @@
-"""Every route of CONTRACT §2: path, auth, which function serves it, and a thin handler."""
+"""Every route of CONTRACT §2: path, auth, which function serves it, its declared models, and a thin handler.
+
+A handler gets the request context with the query string already parsed by the route's query model
+(`ctx.query`) and reads its JSON body through the route's body model (`ctx.body()`); it calls one service
+and returns (status, answer). The answer of each status is the model the route declares for it.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any
 
-from pydantic import BaseModel
-
-from common.contracts.costs import CostSummary, CostSummaryQuery
 from common.api.http import RequestContext, Route, read_body
-from common.contracts.requests import (
-    BootstrapRequest,
-    CustomerOnboardRequest,
-    DryrunRequest,
-    IntegrationSetupRequest,
-    OnboardRequest,
-    RunRequest,
-    ScheduleDeleted,
-    ScheduleList,
-    ScheduleRequest,
-    ScheduleView,
+from common.api.openapi import openapi_document
+from common.contracts.costs import CostSummary, CostSummaryQuery
+from common.contracts.data import (
+    UPLOAD_CONTENT_TYPES,
+    TableList,
+    TablePage,
+    TablePageQuery,
+    Uploaded,
+    UploadQuery,
 )
-from common.errors import BadRequest, ConvergenceError
-from common.services import costs, data, integrations, onboarding, pipelines, schedules
-from common.services.runs import RUN_STATUSES
-
-
-@dataclass
-class ModelRoute(Route):
-    """A route whose query string and answer are pydantic models, so OpenAPI gives their exact schemas."""
-
-    query_model: type[BaseModel] | None = None
-    response_model: type[BaseModel] | None = None
-    error_descriptions: dict[int, str] = field(default_factory=dict)
+from common.contracts.integrations import IntegrationList, IntegrationSetupRequest, IntegrationStored
+from common.contracts.onboarding import (
+    Bootstrapped,
+    BootstrapRequest,
+    CustomerOnboarded,
+    CustomerOnboardRequest,
+    DryrunReport,
+    DryrunRequest,
+    KeyRotated,
+    Onboarded,
+    OnboardRequest,
+)
+from common.contracts.pipelines import (
+    Run,
+    RunAccepted,
+    RunList,
+    RunListQuery,
+    RunRequest,
+    TemplateCatalogue,
+)
+from common.contracts.platform import Health, OpenApiDocument
+from common.contracts.schedules import ScheduleDeleted, ScheduleList, ScheduleRequest, ScheduleView
+from common.errors import ConvergenceError
+from common.services import costs, data, integrations, onboarding, pipelines, tenant_schedules
 
 
 def health(ctx: RequestContext) -> tuple[int, Any]:
@@ -41,29 +52,32 @@ def health(ctx: RequestContext) -> tuple[int, Any]:
         rt.warehouse.ping()
     except ConvergenceError as exc:
         return 503, {"status": "degraded", "error": exc.code, "message": exc.message}
-    return 200, {"status": "ok", "warehouse": rt.warehouse.name, "bus": rt.bus.name, "keyring": rt.keyring.name}
+    return 200, {
+        "status": "ok",
+        "warehouse": rt.warehouse.name,
+        "bus": rt.bus.name,
+        "keyring": rt.keyring.name,
+    }
 
 
 def openapi(ctx: RequestContext) -> tuple[int, Any]:
-    from common.api.openapi import openapi_document
-
-    return 200, openapi_document(ctx.request.environ.get("convergence.group", "both"))
+    return 200, openapi_document(ctx.routes)
 
 
 def bootstrap(ctx: RequestContext) -> tuple[int, Any]:
-    return 200, onboarding.bootstrap(ctx.runtime, ctx.json(BootstrapRequest))
+    return 200, onboarding.bootstrap(ctx.runtime, ctx.body())
 
 
 def dryrun(ctx: RequestContext) -> tuple[int, Any]:
-    return 200, onboarding.dryrun(ctx.runtime, ctx.json(DryrunRequest))
+    return 200, onboarding.dryrun(ctx.runtime, ctx.body())
 
 
 def onboard(ctx: RequestContext) -> tuple[int, Any]:
-    return 201, onboarding.onboard(ctx.runtime, ctx.json(OnboardRequest))
+    return 201, onboarding.onboard(ctx.runtime, ctx.body())
 
 
 def onboard_customer(ctx: RequestContext) -> tuple[int, Any]:
-    body = ctx.json(CustomerOnboardRequest)
+    body: CustomerOnboardRequest = ctx.body()
     request = OnboardRequest(
         org_slug=body.tenant_id,
         company_name=body.company_name or body.tenant_id,
@@ -79,7 +93,7 @@ def rotate_key(ctx: RequestContext, org: str) -> tuple[int, Any]:
 
 
 def setup_integration(ctx: RequestContext, org: str, provider: str) -> tuple[int, Any]:
-    return 200, integrations.setup_integration(ctx.runtime, org, provider, ctx.json(IntegrationSetupRequest))
+    return 200, integrations.setup_integration(ctx.runtime, org, provider, ctx.body())
 
 
 def list_integrations(ctx: RequestContext, org: str) -> tuple[int, Any]:
@@ -87,6 +101,8 @@ def list_integrations(ctx: RequestContext, org: str) -> tuple[int, Any]:
 
 
 def run_pipeline(ctx: RequestContext, org: str, provider: str, domain: str, template: str) -> tuple[int, Any]:
+    # The raw object, not RunRequest: the template decides which variables exist and what they may be,
+    # and the run service refuses the rest with 400 naming them (RunRequest describes the shape).
     body = ctx.json()
     run, replayed = pipelines.start_run(
         ctx.runtime, org, provider, domain, template, body,
@@ -112,14 +128,9 @@ def get_run_status(ctx: RequestContext, org: str, run_id: str) -> tuple[int, Any
 
 
 def list_runs(ctx: RequestContext) -> tuple[int, Any]:
-    args = ctx.request.args
-    status = args.get("status") or None
-    if status is not None and status not in RUN_STATUSES:
-        raise BadRequest(f"status must be one of: {', '.join(RUN_STATUSES)}", code="invalid_query")
-    raw_limit = args.get("limit") or "50"
-    if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= 1000:
-        raise BadRequest("limit must be an integer from 1 to 1000", code="invalid_query")
-    return 200, {"runs": pipelines.list_runs(ctx.runtime, ctx.org, status=status, limit=int(raw_limit))}  # type: ignore[arg-type]
+    query: RunListQuery = ctx.query
+    runs = pipelines.list_runs(ctx.runtime, ctx.org, status=query.status, limit=query.limit)  # type: ignore[arg-type]
+    return 200, {"runs": runs}
 
 
 def list_templates(ctx: RequestContext) -> tuple[int, Any]:
@@ -127,9 +138,9 @@ def list_templates(ctx: RequestContext) -> tuple[int, Any]:
 
 
 def upload(ctx: RequestContext, org: str, table: str) -> tuple[int, Any]:
+    query: UploadQuery = ctx.query
     body = read_body(ctx.request, ctx.runtime.settings.max_request_bytes)
-    result = data.upload(ctx.runtime, org, table, ctx.request.content_type, body, ctx.request.args.get("mode"))
-    return 201, result
+    return 201, data.upload(ctx.runtime, org, table, ctx.request.content_type, body, query.mode)
 
 
 def list_tables(ctx: RequestContext, org: str) -> tuple[int, Any]:
@@ -137,96 +148,107 @@ def list_tables(ctx: RequestContext, org: str) -> tuple[int, Any]:
 
 
 def read_table(ctx: RequestContext, org: str, table: str) -> tuple[int, Any]:
-    args = ctx.request.args
-    return 200, data.read_table(ctx.runtime, org, table, args.get("limit"), args.get("offset"))
+    query: TablePageQuery = ctx.query
+    # The service takes the page bounds as query-string text; these are already checked, so it accepts them.
+    return 200, data.read_table(ctx.runtime, org, table, str(query.limit), str(query.offset))
 
 
 def cost_summary(ctx: RequestContext, org: str) -> tuple[int, Any]:
-    return 200, costs.summarise(ctx.runtime, org, costs.parse_query(ctx.request.args.lists()))
+    return 200, costs.summarise(ctx.runtime, org, ctx.query)
 
 
 def create_schedule(ctx: RequestContext, org: str) -> tuple[int, Any]:
-    return 201, schedules.create_schedule(ctx.runtime, org, ctx.json(ScheduleRequest))
+    return 201, tenant_schedules.create_schedule(ctx.runtime, org, ctx.body())
 
 
 def list_schedules(ctx: RequestContext, org: str) -> tuple[int, Any]:
-    return 200, schedules.list_schedules(ctx.runtime, org)
+    return 200, tenant_schedules.list_schedules(ctx.runtime, org)
 
 
 def delete_schedule(ctx: RequestContext, org: str, schedule_id: str) -> tuple[int, Any]:
-    return 200, schedules.delete_schedule(ctx.runtime, org, schedule_id)
+    return 200, tenant_schedules.delete_schedule(ctx.runtime, org, schedule_id)
 
 
-TENANT_ERRORS = (400, 401, 403, 404, 413, 503)
+BODY_ERRORS = (400, 401, 413, 422, 503)  # a root route with a JSON body
 ROUTES: list[Route] = [
-    Route("GET", "/health", health, "none", "both", "Liveness and warehouse reachability", errors=(503,)),
-    Route("GET", "/openapi.json", openapi, "none", "both", "This OpenAPI document"),
+    Route("GET", "/health", health, "none", "both", "Liveness and warehouse reachability",
+          responses={200: Health}, errors=(503,),
+          error_descriptions={503: "The warehouse does not answer (status degraded, with error and message)"}),
+    Route("GET", "/openapi.json", openapi, "none", "both", "This OpenAPI document",
+          responses={200: OpenApiDocument}),
     Route("POST", "/api/v1/admin/bootstrap", bootstrap, "root", "onboard",
-          "Create the control dataset and tables (idempotent)", request_model=BootstrapRequest,
-          errors=(400, 401, 413, 422, 503)),
+          "Create the control dataset and tables (idempotent)",
+          body=BootstrapRequest, responses={200: Bootstrapped}, errors=BODY_ERRORS),
     Route("POST", "/api/v1/organizations/dryrun", dryrun, "root", "onboard",
-          "Check an organisation could be onboarded; changes nothing", request_model=DryrunRequest,
-          errors=(400, 401, 413, 422, 503)),
+          "Check an organisation could be onboarded; changes nothing",
+          body=DryrunRequest, responses={200: DryrunReport}, errors=BODY_ERRORS),
     Route("POST", "/api/v1/organizations/onboard", onboard, "root", "onboard",
-          "Onboard an organisation; returns its API key once", status=201, request_model=OnboardRequest,
-          errors=(400, 401, 409, 413, 422, 503)),
+          "Onboard an organisation; returns its API key once",
+          body=OnboardRequest, responses={201: Onboarded}, errors=(400, 401, 409, 413, 422, 503),
+          error_descriptions={409: "The organisation exists (org_exists) or the platform is not bootstrapped"}),
     Route("POST", "/api/v1/customers/onboard", onboard_customer, "root", "onboard",
-          "Onboard (older name of the same operation)", status=201, request_model=CustomerOnboardRequest,
-          errors=(400, 401, 409, 413, 422, 503)),
+          "Onboard (older name of the same operation)",
+          body=CustomerOnboardRequest, responses={201: CustomerOnboarded}, errors=(400, 401, 409, 413, 422, 503)),
     Route("POST", "/api/v1/organizations/<org>/api-keys/rotate", rotate_key, "root_or_tenant", "onboard",
-          "Issue a new API key; the old one stops working at once", errors=(401, 403, 404, 503)),
+          "Issue a new API key; the old one stops working at once",
+          responses={200: KeyRotated}, errors=(401, 403, 404, 503)),
     Route("POST", "/api/v1/integrations/<org>/<provider>/setup", setup_integration, "tenant", "onboard",
-          "Store a provider credential, encrypted; never echoed", request_model=IntegrationSetupRequest,
-          errors=(400, 401, 403, 413, 422, 503)),
+          "Store a provider credential, encrypted; never echoed",
+          body=IntegrationSetupRequest, responses={200: IntegrationStored}, errors=(400, 401, 403, 413, 422, 503)),
     Route("GET", "/api/v1/integrations/<org>", list_integrations, "tenant", "onboard",
-          "List integrations without secrets", errors=(401, 403, 503)),
+          "List integrations without secrets", responses={200: IntegrationList}, errors=(401, 403, 503)),
     Route("POST", "/api/v1/pipelines/run/<org>/<provider>/<domain>/<template>", run_pipeline, "tenant", "trigger",
-          "Start a templated pipeline run", status=202, request_model=RunRequest,
+          "Start a templated pipeline run",
+          body=RunRequest, responses={202: RunAccepted},
           headers={"Idempotency-Key": "Replays with the same key return the original run"},
-          errors=(400, 401, 403, 404, 409, 413, 422, 429, 503), rate_limited=True),
+          errors=(400, 401, 403, 404, 409, 413, 422, 429, 503), rate_limited=True,
+          error_descriptions={409: "An identical run is in flight (run_in_flight, with its pipeline_logging_id)"}),
     Route("GET", "/api/v1/pipelines/runs/<run_id>", get_run, "tenant", "trigger", "One run with its steps",
-          errors=(401, 404, 429, 503), rate_limited=True),
+          responses={200: Run}, errors=(401, 404, 429, 503), rate_limited=True),
     Route("GET", "/api/v1/pipelines/status/<org>/<run_id>", get_run_status, "tenant", "trigger",
-          "One run with its steps (org in the path)", errors=(401, 403, 404, 429, 503), rate_limited=True),
+          "One run with its steps (org in the path)",
+          responses={200: Run}, errors=(401, 403, 404, 429, 503), rate_limited=True),
     Route("GET", "/api/v1/pipelines/runs", list_runs, "tenant", "trigger", "This tenant's runs, newest first",
-          query={"status": "PENDING, RUNNING, COMPLETE or FAILED", "limit": "1-1000, default 50"},
-          errors=(400, 401, 429, 503), rate_limited=True),
+          query=RunListQuery, responses={200: RunList}, errors=(400, 401, 429, 503), rate_limited=True,
+          error_descriptions={400: "Bad status or limit (invalid_query, naming it in parameter)"}),
     Route("GET", "/api/v1/pipelines/templates", list_templates, "tenant", "trigger",
-          "Runnable templates and their variables", errors=(401, 429, 503), rate_limited=True),
+          "Runnable templates and their variables",
+          responses={200: TemplateCatalogue}, errors=(401, 429, 503), rate_limited=True),
     Route("POST", "/api/v1/data/<org>/uploads/<table>", upload, "tenant", "trigger",
-          "Load CSV, NDJSON or Parquet into a tenant table", status=201,
-          request_content={"text/csv": "string", "application/x-ndjson": "string",
-                           "application/vnd.apache.parquet": "binary"},
-          query={"mode": "append (default) or replace"}, errors=(400, 401, 403, 413, 415, 503)),
+          "Load CSV, NDJSON or Parquet into a tenant table",
+          raw_body=UPLOAD_CONTENT_TYPES, query=UploadQuery, responses={201: Uploaded},
+          errors=(400, 401, 403, 413, 415, 503)),
     Route("GET", "/api/v1/data/<org>/tables", list_tables, "tenant", "trigger", "The tenant's tables and row counts",
-          errors=(401, 403, 503)),
+          responses={200: TableList}, errors=(401, 403, 503)),
     Route("GET", "/api/v1/data/<org>/tables/<table>", read_table, "tenant", "trigger", "A page of a table's rows",
-          query={"limit": "1-1000, default 100", "offset": "default 0"}, errors=(400, 401, 403, 404, 503)),
-    ModelRoute("GET", "/api/v1/costs/<org>/summary", cost_summary, "tenant", "trigger",
-               "Costs of focus_costs in a date range by provider, service or day; currencies never mixed",
-               errors=(400, 401, 403, 422, 503), query_model=CostSummaryQuery, response_model=CostSummary,
-               error_descriptions={
-                   400: "Bad query parameter (error invalid_query, naming it in parameter)",
-                   422: "convert_to needs a rate missing from exchange_rates (missing_exchange_rate), "
-                        "exchange_rates or focus_costs is unusable (invalid_exchange_rates, "
-                        "ambiguous_exchange_rate, invalid_focus_costs)",
-               }),
+          query=TablePageQuery, responses={200: TablePage}, errors=(400, 401, 403, 404, 503),
+          error_descriptions={400: "Bad limit or offset (invalid_query) or table name (invalid_table_name)"}),
+    Route("GET", "/api/v1/costs/<org>/summary", cost_summary, "tenant", "trigger",
+          "Costs of focus_costs in a date range by provider, service or day; currencies never mixed",
+          query=CostSummaryQuery, query_parser=costs.parse_query, responses={200: CostSummary},
+          errors=(400, 401, 403, 422, 503),
+          error_descriptions={
+              400: "Bad query parameter (error invalid_query, naming it in parameter)",
+              422: "convert_to needs a rate missing from exchange_rates (missing_exchange_rate), "
+                   "exchange_rates or focus_costs is unusable (invalid_exchange_rates, "
+                   "ambiguous_exchange_rate, invalid_focus_costs)",
+          }),
     # Schedules are served by the trigger function, which owns pipelines (CONTRACT §2 does not list them).
-    ModelRoute("POST", "/api/v1/schedules/<org>", create_schedule, "tenant", "trigger",
-               "Schedule a template for this tenant (cron in a time zone, at most every 15 minutes)", status=201,
-               request_model=ScheduleRequest, response_model=ScheduleView, errors=(400, 401, 403, 409, 413, 422, 503),
-               error_descriptions={
-                   400: "Unknown template (template_not_found), bad parameter (invalid_parameter), cron "
-                        "(invalid_cron) or time zone (invalid_time_zone)",
-                   409: "A schedule of this tenant already has this name (schedule_name_taken)",
-                   422: "Invalid body, a cron more frequent than every 15 minutes (schedule_too_frequent), or "
-                        "the tenant's 50 schedules reached (schedule_limit_reached)",
-               }),
-    ModelRoute("GET", "/api/v1/schedules/<org>", list_schedules, "tenant", "trigger",
-               "This tenant's schedules with their next slot", response_model=ScheduleList, errors=(401, 403, 503)),
-    ModelRoute("DELETE", "/api/v1/schedules/<org>/<schedule_id>", delete_schedule, "tenant", "trigger",
-               "Delete a schedule; it never starts again", response_model=ScheduleDeleted,
-               errors=(401, 403, 404, 503)),
+    Route("POST", "/api/v1/schedules/<org>", create_schedule, "tenant", "trigger",
+          "Schedule a template for this tenant (cron in a time zone, at most every 15 minutes)",
+          body=ScheduleRequest, responses={201: ScheduleView}, errors=(400, 401, 403, 409, 413, 422, 503),
+          error_descriptions={
+              400: "Unknown template (template_not_found), bad parameter (invalid_parameter), cron "
+                   "(invalid_cron) or time zone (invalid_time_zone)",
+              409: "A schedule of this tenant already has this name (schedule_name_taken)",
+              422: "Invalid body, a cron more frequent than every 15 minutes (schedule_too_frequent), or "
+                   "the tenant's 50 schedules reached (schedule_limit_reached)",
+          }),
+    Route("GET", "/api/v1/schedules/<org>", list_schedules, "tenant", "trigger",
+          "This tenant's schedules with their next slot", responses={200: ScheduleList}, errors=(401, 403, 503)),
+    Route("DELETE", "/api/v1/schedules/<org>/<schedule_id>", delete_schedule, "tenant", "trigger",
+          "Delete a schedule; it never starts again", responses={200: ScheduleDeleted},
+          errors=(401, 403, 404, 503)),
 ]  # fmt: skip
 
 

@@ -10,7 +10,6 @@ raises is retried with backoff; after `max_attempts` deliveries the message goes
 from __future__ import annotations
 
 import base64
-import datetime as dt
 import heapq
 import itertools
 import logging
@@ -28,6 +27,7 @@ from pydantic import BaseModel
 from common.bus.base import Bus, message_attributes
 from common.bus.messages import PUBSUB_EVENT_TYPE, encode
 from common.errors import DependencyUnavailable, TransientError
+from common.types import iso_utc, utcnow
 
 log = logging.getLogger(__name__)
 Handler = Callable[[CloudEvent], Any]
@@ -117,7 +117,7 @@ class LocalBus(Bus):
         if self._closed:
             raise DependencyUnavailable("the local bus is closed")
         message_id = uuid.uuid4().hex
-        publish_time = dt.datetime.now(dt.UTC).isoformat().replace("+00:00", "Z")
+        publish_time = iso_utc(utcnow())
         with self._cond:
             for sub in self._subscriptions.get(topic, []):
                 for _ in range(self.duplicate_deliveries):

@@ -13,11 +13,13 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from common.tenancy import TENANT_ID_PATTERN
+from common.types import TEMPLATE_PATH_PATTERN, TENANT_ID_PATTERN
 
 log = logging.getLogger(__name__)
 
 PUBSUB_EVENT_TYPE = "google.cloud.pubsub.topic.v1.messagePublished"
+#: A dispatcher cadence: the `dispatchers:` key in configs/schedules.yml, its job `convergence-dispatch-<cadence>`.
+CADENCE_PATTERN = r"^[a-z][a-z0-9_-]{0,62}$"
 
 
 class StepMessage(BaseModel):
@@ -40,7 +42,7 @@ class ScheduleMessage(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     schema_: Literal["convergence.schedule/v1"] = Field("convergence.schedule/v1", alias="schema")
-    template: str = Field(pattern=r"^[a-z][a-z0-9_]{0,49}/[a-z][a-z0-9_]{0,49}/[a-z][a-z0-9_]{0,49}$")
+    template: str = Field(pattern=TEMPLATE_PATH_PATTERN)
     tenants: Literal["*"] | list[str] = "*"
     parameters: dict[str, Any] = Field(default_factory=dict)
     trigger_by: str = "scheduler"
@@ -64,7 +66,7 @@ class DispatchMessage(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     schema_: Literal["convergence.dispatch/v1"] = Field("convergence.dispatch/v1", alias="schema")
-    cadence: str = Field(pattern=r"^[a-z][a-z0-9_-]{0,62}$", description="dispatcher job name, e.g. every-15-minutes")
+    cadence: str = Field(pattern=CADENCE_PATTERN, description="dispatcher job name, e.g. every-15-minutes")
     now: str | None = Field(None, description="the tick's time (ISO 8601); the receiving time when absent")
 
     def attributes(self) -> dict[str, str]:

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from typing import Annotated, Literal
+from typing import Annotated, ClassVar, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import BeforeValidator, ConfigDict, Field
+
+from common.contracts.base import QueryParameters, ResponseBody
 
 GroupBy = Literal["provider", "service", "day"]
 Metric = Literal["BilledCost", "EffectiveCost", "ListCost", "ContractedCost"]
@@ -31,10 +33,18 @@ def _iso_day(value: object) -> object:
 IsoDay = Annotated[dt.date, BeforeValidator(_iso_day)]
 
 
-class CostSummaryQuery(BaseModel):
-    """Query parameters of GET /api/v1/costs/{org}/summary."""
+class CostSummaryQuery(QueryParameters):
+    """Query parameters of GET /api/v1/costs/{org}/summary (parsed by common.services.costs.parse_query)."""
 
     model_config = ConfigDict(extra="forbid")
+    single_values: ClassVar[bool] = True
+    messages: ClassVar[dict[str, str]] = {
+        "start": "start must be a date YYYY-MM-DD",
+        "end": "end must be a date YYYY-MM-DD",
+        "group_by": "group_by must be one of: provider, service, day",
+        "metric": "metric must be one of: BilledCost, EffectiveCost, ListCost, ContractedCost",
+        "convert_to": "convert_to must be an ISO 4217 currency code of 3 letters, e.g. EUR",
+    }
 
     start: IsoDay | None = Field(
         None,
@@ -59,14 +69,14 @@ class CostSummaryQuery(BaseModel):
     )
 
 
-class CostGroup(BaseModel):
+class CostGroup(ResponseBody):
     """The cost of one key (provider, service or day) in one currency."""
 
     key: str | None = Field(description="ProviderName, ServiceName or the day (YYYY-MM-DD).")
     cost: float
 
 
-class CurrencyCostGroup(BaseModel):
+class CurrencyCostGroup(ResponseBody):
     """The cost of one key in one of several currencies (never added to another currency)."""
 
     key: str | None = Field(description="ProviderName, ServiceName or the day (YYYY-MM-DD).")
@@ -74,7 +84,7 @@ class CurrencyCostGroup(BaseModel):
     cost: float
 
 
-class CurrencyTotal(BaseModel):
+class CurrencyTotal(ResponseBody):
     """Everything in range of one BillingCurrency."""
 
     currency: str | None
@@ -83,7 +93,7 @@ class CurrencyTotal(BaseModel):
     groups: list[CostGroup]
 
 
-class RateUsed(BaseModel):
+class RateUsed(ResponseBody):
     """A rate from the tenant's exchange_rates table that the conversion applied."""
 
     model_config = ConfigDict(populate_by_name=True)
@@ -92,17 +102,15 @@ class RateUsed(BaseModel):
     rate: float
 
 
-class Conversion(BaseModel):
+class Conversion(ResponseBody):
     """How a converted summary was converted."""
 
     to: str
     rates: list[RateUsed]
 
 
-class CostSummary(BaseModel):
+class CostSummary(ResponseBody):
     """Costs of focus_costs in range, grouped; currencies are added together only when converted."""
-
-    model_config = ConfigDict(json_schema_serialization_defaults_required=True)
 
     start: dt.date
     end: dt.date

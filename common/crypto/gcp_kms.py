@@ -28,14 +28,11 @@ from google.cloud.kms_v1.services.key_management_service.transports import KeyMa
 from tink.integration import gcpkms
 
 from common.crypto.keyring import DecryptionFailed
-from common.crypto.keyset_store import WarehouseKeysetStore
 from common.crypto.tenant_keys import KeyEncryptionKey, TenantKeysetKeyring, Wrapped
 from common.errors import ConfigurationError, ConvergenceError, DependencyUnavailable
 
 if TYPE_CHECKING:
     from common.crypto.keyset_store import KeysetStore
-    from common.settings import Settings
-    from common.warehouse.base import Warehouse
 
 CRYPTO_KEY_RE = re.compile(r"^projects/[^/]+/locations/[a-zA-Z0-9_-]{1,63}/keyRings/[a-zA-Z0-9_-]{1,63}"
                            r"/cryptoKeys/[a-zA-Z0-9_-]{1,63}$")  # fmt: skip
@@ -251,14 +248,3 @@ class GcpKmsKeyring(TenantKeysetKeyring):
         factory = partial(build_kms_client, endpoint, retry_deadline=retry_deadline, timeout=timeout)
         kek = CloudKmsKek(key_name, client=client, client_factory=factory)
         super().__init__(kek, store, cache_size=cache_size, cache_ttl_seconds=cache_ttl_seconds)
-
-
-def gcp_kms_keyring(
-    settings: Settings, warehouse: Warehouse, *, endpoint: str | None = None
-) -> GcpKmsKeyring:
-    """The gcp-kms keyring of a runtime: KMS_KEY_NAME wraps, the control dataset's tenant_keysets stores."""
-    if not settings.kms_key_name:
-        raise ConfigurationError("KMS_KEY_NAME: required when CONVERGENCE_KEYRING=gcp-kms")
-    return GcpKmsKeyring(
-        settings.kms_key_name, WarehouseKeysetStore(warehouse, settings.control_dataset), endpoint=endpoint
-    )

@@ -1,4 +1,4 @@
-"""Table schemas in BigQuery's JSON schema format, loaded from configs/schemas/{scope}/{table}.json."""
+"""The platform's table schemas, loaded from configs/schemas/{scope}/{table}.json (BigQuery JSON format)."""
 
 from __future__ import annotations
 
@@ -6,70 +6,15 @@ import json
 from functools import cache
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
-
-from common.errors import ConfigurationError, NotFound
+from common.errors import NotFound
 from common.settings import CONFIGS_DIR
 from common.tenancy import TABLE_NAME_RE
+from common.warehouse.schema import Clustering, SchemaField, TableSchema, TimePartitioning
+
+__all__ = ["Clustering", "SchemaField", "TableSchema", "TimePartitioning", "load_schema", "schema_names"]
 
 SCHEMAS_DIR = CONFIGS_DIR / "schemas"
 Scope = Literal["control", "tenant"]
-
-_LEGACY_TO_STANDARD = {
-    "STRING": "STRING", "BYTES": "BYTES", "INTEGER": "INT64", "INT64": "INT64", "FLOAT": "FLOAT64",
-    "FLOAT64": "FLOAT64", "NUMERIC": "NUMERIC", "BIGNUMERIC": "BIGNUMERIC", "BOOLEAN": "BOOL", "BOOL": "BOOL",
-    "TIMESTAMP": "TIMESTAMP", "DATE": "DATE", "TIME": "TIME", "DATETIME": "DATETIME", "JSON": "JSON",
-    "RECORD": "STRUCT", "STRUCT": "STRUCT",
-}
-
-
-class SchemaField(BaseModel):
-    """One column, as in a BigQuery JSON schema."""
-
-    model_config = ConfigDict(extra="ignore")
-
-    name: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,299}$")
-    type: str
-    mode: Literal["NULLABLE", "REQUIRED", "REPEATED"] = "NULLABLE"
-    description: str = ""
-    fields: list[SchemaField] = Field(default_factory=list)
-
-    def standard_sql_type(self) -> str:
-        """The column's type in GoogleSQL DDL, e.g. ARRAY<STRUCT<key STRING, value STRING>>."""
-        base = _LEGACY_TO_STANDARD.get(self.type.upper())
-        if base is None:
-            raise ConfigurationError(f"unknown BigQuery type {self.type!r} for column {self.name!r}")
-        if base == "STRUCT":
-            inner = ", ".join(f"{child.name} {child.standard_sql_type()}" for child in self.fields)
-            base = f"STRUCT<{inner}>"
-        if base == "NUMERIC":
-            base = "NUMERIC(38, 9)"
-        return f"ARRAY<{base}>" if self.mode == "REPEATED" else base
-
-
-class TimePartitioning(BaseModel):
-    type: Literal["HOUR", "DAY", "MONTH", "YEAR"] = "DAY"
-    field: str | None = None
-
-
-class Clustering(BaseModel):
-    fields: list[str] = Field(default_factory=list, max_length=4)
-
-
-class TableSchema(BaseModel):
-    """A table definition: columns plus partitioning and clustering."""
-
-    model_config = ConfigDict(populate_by_name=True, extra="ignore")
-
-    name: str = ""
-    description: str = ""
-    fields: list[SchemaField]
-    time_partitioning: TimePartitioning | None = Field(None, alias="timePartitioning")
-    clustering: Clustering | None = None
-
-    @property
-    def column_names(self) -> list[str]:
-        return [f.name for f in self.fields]
 
 
 @cache

@@ -1,5 +1,16 @@
-"""Step processors, one module per ps_type family, registered by name."""
+"""Step processors, one module per ps_type family, each registered by name with its config model.
 
-from common.processors.registry import StepContext, StepResult, get_processor, is_registered, processor
+Steps of one provider live in that provider's package (common/providers/<name>/processors.py); the registry
+finds them too.
+"""
 
-__all__ = ["StepContext", "StepResult", "get_processor", "is_registered", "processor"]
+from common.processors.registry import (
+    NoConfig,
+    StepContext,
+    StepResult,
+    get_processor,
+    is_registered,
+    processor,
+)
+
+__all__ = ["NoConfig", "StepContext", "StepResult", "get_processor", "is_registered", "processor"]

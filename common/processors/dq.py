@@ -13,13 +13,15 @@ from common.errors import StepFailed
 from common.metadata.schemas import load_schema
 from common.processors.reconcile import reconcile
 from common.processors.registry import StepContext, StepResult, processor
-from common.types import utcnow
+from common.types import COLUMN_NAME_PATTERN, TABLE_NAME_PATTERN, utcnow
 from common.warehouse.sql import quote_identifier, table_ref
 
-COLUMN = r"^[A-Za-z_][A-Za-z0-9_]{0,299}$"
+COLUMN = COLUMN_NAME_PATTERN
 
 
 class Check(BaseModel):
+    """One data-quality check; `type` says which of the other fields it needs."""
+
     model_config = ConfigDict(extra="forbid")
 
     name: str | None = Field(None, pattern=r"^[A-Za-z0-9_.\-]{1,100}$")
@@ -63,9 +65,11 @@ class Check(BaseModel):
 
 
 class DqConfig(BaseModel):
+    """A dq.checks step as written in a template: the table, an optional row filter, the checks."""
+
     model_config = ConfigDict(extra="forbid")
 
-    table: str = Field(pattern=r"^[a-z][a-z0-9_]{0,63}$")
+    table: str = Field(pattern=TABLE_NAME_PATTERN)
     where: str | None = None
     checks: list[Check] = Field(min_length=1)
 
@@ -102,9 +106,9 @@ def _failures(ctx: StepContext, config: DqConfig, check: Check) -> tuple[int, st
     return n, str(n)
 
 
-@processor("dq.checks")
-def run_checks(ctx: StepContext) -> StepResult:
-    config = DqConfig.model_validate(ctx.config)
+@processor("dq.checks", config=DqConfig)
+def run_checks(ctx: StepContext, config: DqConfig) -> StepResult:
+    """Run every check, replace this step's rows of dq_results with their outcomes, fail on an error."""
     ctx.warehouse.create_table(ctx.tenant_id, load_schema("tenant", "dq_results"))
     now = utcnow()
     results = []

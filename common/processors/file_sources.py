@@ -1,28 +1,43 @@
 """source.files: load a tenant's billing files (CSV, NDJSON, Parquet; local or gs://) into a raw table.
 
-The location is the step's `uri` when one is given (a request may set it through an overridable variable),
-else the tenant's integration setting (aws `cur_location`, azure `export_location`). The raw table is
-replaced whole by each load, so a redelivered step leaves what one load leaves. Every column is STRING;
-later SQL steps type costs and dates with SAFE_CAST.
+Shared by every file-based provider (aws, azure, the FOCUS import). The location is the step's `uri` when one
+is given (a request may set it through an overridable variable), else a setting of the tenant's integration
+of the step's `integration` provider: the step's `location_setting`, or the setting the provider registered
+with `register_file_provider` (its package's processors module does: aws `cur_location`, azure
+`export_location`). The raw table is replaced whole by each load, so a redelivered step leaves what one load
+leaves. Every column is STRING; later SQL steps type costs and dates with SAFE_CAST.
 """
 
 from __future__ import annotations
 
 import re
-from typing import Any, Literal
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from common.errors import ConfigurationError, TerminalError
+from common.metadata.integrations import read_integration
 from common.processors.registry import StepContext, StepResult, processor
-from common.services.integrations import read_integration
 from common.sources.files import ColumnNames, Format, read_location
 from common.tenancy import WritableTable
+from common.types import COLUMN_NAME_PATTERN, TABLE_NAME_PATTERN
 
-IDENT = r"^[a-z][a-z0-9_]{0,63}$"
-COLUMN = r"^[A-Za-z_][A-Za-z0-9_]{0,299}$"
-# The setting of each provider's integration that says where its files are.
-LOCATION_SETTINGS = {"aws": "cur_location", "azure": "export_location"}
+IDENT = TABLE_NAME_PATTERN
+COLUMN = COLUMN_NAME_PATTERN
+# provider → the setting of its integration that says where its billing files are
+_LOCATION_SETTINGS: dict[str, str] = {}
+
+
+def register_file_provider(provider: str, location_setting: str) -> None:
+    """Let source.files read `provider`'s files from its integration's `location_setting` (on import)."""
+    if _LOCATION_SETTINGS.get(provider, location_setting) != location_setting:
+        raise ConfigurationError(f"file provider {provider} registered twice with different settings")
+    _LOCATION_SETTINGS[provider] = location_setting
+
+
+def file_providers() -> list[str]:
+    """Providers whose integration says where their files are, sorted."""
+    return sorted(_LOCATION_SETTINGS)
 
 
 class FileSourceConfig(BaseModel):
@@ -31,10 +46,12 @@ class FileSourceConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     table: WritableTable = Field(pattern=IDENT, description="tenant raw table, replaced whole by each load")
-    integration: Literal["aws", "azure", "gcp"] | None = Field(
+    integration: str | None = Field(
         None, description="provider whose integration settings give the location when `uri` is empty"
     )
-    location_setting: str | None = Field(None, pattern=r"^[a-z][a-z0-9_]{0,63}$")
+    location_setting: str | None = Field(
+        None, pattern=TABLE_NAME_PATTERN, description="default: the provider's file location setting"
+    )
     uri: str = Field("", max_length=2048, description="file or folder; overrides the integration's location")
     format: Format = "auto"
     column_names: ColumnNames = "snake_case"
@@ -49,30 +66,30 @@ class FileSourceConfig(BaseModel):
             raise ValueError(f"not column names: {', '.join(map(repr, bad))}")
         return value
 
+    @field_validator("integration")
+    @classmethod
+    def _a_file_provider(cls, value: str | None) -> str | None:
+        if value is not None and value not in _LOCATION_SETTINGS:
+            known = ", ".join(file_providers())
+            raise ValueError(f"must name a provider whose integration holds its files: {known}")
+        return value
 
-def step_config(ctx: StepContext, model: type[BaseModel]) -> Any:
-    """The step's configuration as `model`, or a terminal error naming what is wrong (never a crash)."""
-    try:
-        return model.model_validate(ctx.config)
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(map(str, e['loc'])) or 'config'}: {e['msg']}"
-            for e in exc.errors(include_input=False, include_url=False)
-        )
-        raise ConfigurationError(f"step {ctx.step.step_id} ({ctx.step.ps_type}): {problems}") from None
+    def setting_name(self) -> str | None:
+        """The integration setting that holds the location: the step's, else the provider's own."""
+        if self.integration is None:
+            return None
+        return self.location_setting or _LOCATION_SETTINGS.get(self.integration)
 
 
 def source_location(ctx: StepContext, config: FileSourceConfig) -> str:
     """The step's `uri`, else the location stored in the tenant's integration settings."""
     if config.uri.strip():
         return config.uri.strip()
-    if config.integration is None:
+    setting = config.setting_name()
+    if config.integration is None or setting is None:
         raise ConfigurationError(
             f"step {ctx.step.step_id}: give `uri` or `integration` to say where the files are"
         )
-    setting = config.location_setting or LOCATION_SETTINGS.get(config.integration)
-    if setting is None:
-        raise ConfigurationError(f"step {ctx.step.step_id}: name the integration's `location_setting`")
     location = read_integration(ctx.runtime, ctx.tenant_id, config.integration).settings.get(setting)
     if not isinstance(location, str) or not location.strip():
         raise TerminalError(
@@ -93,10 +110,9 @@ def _gcs_reader(ctx: StepContext) -> Any:
     return caches["gcs_reader"]
 
 
-@processor("source.files")
-def load_files(ctx: StepContext) -> StepResult:
+@processor("source.files", config=FileSourceConfig)
+def load_files(ctx: StepContext, config: FileSourceConfig) -> StepResult:
     """Read every file of the location and replace the tenant's raw table with their rows."""
-    config: FileSourceConfig = step_config(ctx, FileSourceConfig)
     location = source_location(ctx, config)
     loaded = read_location(
         location,

@@ -13,11 +13,14 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from common.errors import TransientError
 from common.processors.registry import StepContext, StepResult, processor
+from common.types import EMAIL_PATTERN
 
-EMAIL = r"^[^@\s<>,;]{1,64}@[A-Za-z0-9.-]{1,253}\.[A-Za-z]{2,63}$"
+EMAIL = EMAIL_PATTERN
 
 
 class EmailConfig(BaseModel):
+    """A notify.email step as written in a template: recipients, subject and body."""
+
     model_config = ConfigDict(extra="forbid")
 
     to: list[str] = Field(min_length=1, max_length=50)
@@ -45,9 +48,9 @@ class EmailConfig(BaseModel):
         return " ".join(value.split())
 
 
-@processor("notify.email")
-def send_email(ctx: StepContext) -> StepResult:
-    config = EmailConfig.model_validate(ctx.config)
+@processor("notify.email", config=EmailConfig)
+def send_email(ctx: StepContext, config: EmailConfig) -> StepResult:
+    """Send the message by SMTP when configured, else write it into the tenant's outbox."""
     settings = ctx.runtime.settings
     message = EmailMessage()
     message["From"] = settings.smtp_from

@@ -7,91 +7,91 @@ organisation's dataset for onboarding.
 from __future__ import annotations
 
 import re
-from functools import lru_cache
-from typing import Any
+from typing import Any, Literal
 
-import yaml
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from common.errors import ConfigurationError, ConvergenceError
-from common.metadata import control
+from common.crypto.api_keys import generate_api_key
+from common.errors import ConvergenceError
+from common.metadata import api_keys, control, organizations, subscriptions, usage
 from common.metadata.schemas import load_schema, schema_names
-from common.processors.registry import StepContext, StepResult, processor
-from common.types import utcnow
-from common.settings import CONFIGS_DIR
+from common.metadata.subscriptions import plans
+from common.processors.registry import NoConfig, StepContext, StepResult, processor
+from common.types import EMAIL_PATTERN, VARIABLE_NAME_PATTERN, utcnow
 
-EMAIL_RE = re.compile(r"^[^@\s<>,;]{1,64}@[A-Za-z0-9.-]{1,253}\.[A-Za-z]{2,63}$")
+EMAIL_RE = re.compile(EMAIL_PATTERN)
 RESERVED_SLUGS = frozenset({"information_schema", "pg_catalog", "main", "temp", "system", "organizations"})
 
 
-@lru_cache(maxsize=1)
-def plans() -> dict[str, dict[str, int]]:
-    """Subscription plans from configs/plans.yml."""
-    return yaml.safe_load((CONFIGS_DIR / "plans.yml").read_text())
+class DatasetConfig(BaseModel):
+    """A setup.create_dataset step: the bool variable, if any, that asks for the dataset to be recreated."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    recreate_variable: str | None = Field(None, pattern=VARIABLE_NAME_PATTERN)
 
 
-def _flag(ctx: StepContext, key: str) -> bool:
-    name = ctx.config.get(key)
-    return bool(ctx.pipeline.variables.get(name)) if name else False
+class TablesConfig(DatasetConfig):
+    """A setup.create_tables step: which scope's tables (all of them unless `tables` names some)."""
+
+    scope: Literal["control", "tenant"]
+    tables: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _tables_have_schemas(self) -> TablesConfig:
+        unknown = [t for t in self.tables if t not in schema_names(self.scope)]
+        if unknown:
+            raise ValueError(f"no {self.scope} schema for {', '.join(unknown)} in configs/schemas/{self.scope}")
+        return self
 
 
-@processor("setup.create_dataset")
-def create_dataset(ctx: StepContext) -> StepResult:
-    created = ctx.warehouse.create_dataset(ctx.tenant_id, recreate=_flag(ctx, "recreate_variable"))
+def _flag(ctx: StepContext, variable: str | None) -> bool:
+    return bool(ctx.pipeline.variables.get(variable)) if variable else False
+
+
+@processor("setup.create_dataset", config=DatasetConfig)
+def create_dataset(ctx: StepContext, config: DatasetConfig) -> StepResult:
+    created = ctx.warehouse.create_dataset(ctx.tenant_id, recreate=_flag(ctx, config.recreate_variable))
     return StepResult(details={"dataset": ctx.tenant_id, "created": created})
 
 
-@processor("setup.create_tables")
-def create_tables(ctx: StepContext) -> StepResult:
-    scope = ctx.config.get("scope")
-    if scope not in ("control", "tenant"):
-        raise ConfigurationError("setup.create_tables needs scope control or tenant")
-    tables = ctx.config.get("tables") or schema_names(scope)
-    recreate = _flag(ctx, "recreate_variable")
+@processor("setup.create_tables", config=TablesConfig)
+def create_tables(ctx: StepContext, config: TablesConfig) -> StepResult:
+    scope = config.scope
+    tables = config.tables or schema_names(scope)
+    recreate = _flag(ctx, config.recreate_variable)
     created = [t for t in tables if ctx.warehouse.create_table(ctx.tenant_id, load_schema(scope, t), recreate=recreate)]
     return StepResult(rows_processed=len(created), details={"tables_created": created})
 
 
-@processor("setup.issue_api_key")
-def issue_key(ctx: StepContext) -> StepResult:
-    from common.services.auth import issue_api_key
+@processor("setup.issue_api_key", config=NoConfig)
+def issue_key(ctx: StepContext, config: NoConfig) -> StepResult:
+    key = generate_api_key(ctx.tenant_id)
+    api_keys.replace_active_key(ctx.runtime, ctx.tenant_id, key)
+    return StepResult(rows_processed=1, details={"api_key": key})
 
-    return StepResult(rows_processed=1, details={"api_key": issue_api_key(ctx.runtime, ctx.tenant_id)})
 
-
-@processor("setup.register_organization")
-def register_organization(ctx: StepContext) -> StepResult:
+@processor("setup.register_organization", config=NoConfig)
+def register_organization(ctx: StepContext, config: NoConfig) -> StepResult:
     rt, org, values = ctx.runtime, ctx.tenant_id, ctx.pipeline.variables
     plan = values["subscription_plan"]
     limits = plans()[plan]
     now = utcnow()
     rt.warehouse.run_atomically(
         [
-            (f"DELETE FROM {control.control_ref(rt, 'org_subscriptions')} WHERE org_slug = @org", {"org": org}),
-            (
-                f"INSERT INTO {control.control_ref(rt, 'org_subscriptions')}"
-                " (org_slug, plan, max_runs_per_day, max_concurrent_runs, max_templates, created_at)"
-                " VALUES (@org, @plan, @runs, @concurrent, @templates, @now)",
-                {"org": org, "plan": plan, "runs": limits["max_runs_per_day"],
-                 "concurrent": limits["max_concurrent_runs"], "templates": limits["max_templates"], "now": now},
-            ),  # fmt: skip
-            (
-                f"INSERT INTO {control.control_ref(rt, 'org_profiles')}"
-                " (org_slug, company_name, admin_email, subscription_plan, status, dataset_id, created_at, updated_at)"
-                " VALUES (@org, @company, @email, @plan, 'ACTIVE', @org, @now, @now)",
-                {"org": org, "company": values["company_name"], "email": values["admin_email"],
-                 "plan": plan, "now": now},
-            ),  # fmt: skip
+            *subscriptions.replace_statements(rt, org, plan, limits, now=now),
+            organizations.insert_profile_statement(
+                rt, org, company_name=values["company_name"], admin_email=values["admin_email"], plan=plan, now=now
+            ),
         ]
     )
     return StepResult(rows_processed=2, details={"org_slug": org, "plan": plan})
 
 
-@processor("setup.init_usage")
-def init_usage(ctx: StepContext) -> StepResult:
+@processor("setup.init_usage", config=NoConfig)
+def init_usage(ctx: StepContext, config: NoConfig) -> StepResult:
     """Start the organisation's quota counters (runs today, templates used) at zero."""
-    from common.services.quotas import init_usage as start_counters
-
-    start_counters(ctx.runtime, ctx.tenant_id)
+    usage.start_counters(ctx.runtime, ctx.tenant_id)
     return StepResult(rows_processed=1, details={"org_slug": ctx.tenant_id})
 
 
@@ -99,8 +99,8 @@ def _check(name: str, ok: bool, message: str, status_if_bad: str = "failed") -> 
     return {"name": name, "status": "passed" if ok else status_if_bad, "message": message}
 
 
-@processor("setup.dryrun_checks")
-def dryrun_checks(ctx: StepContext) -> StepResult:
+@processor("setup.dryrun_checks", config=NoConfig)
+def dryrun_checks(ctx: StepContext, config: NoConfig) -> StepResult:
     """Everything onboarding would need, checked without changing anything."""
     rt, org, values = ctx.runtime, ctx.tenant_id, ctx.pipeline.variables
     checks = [

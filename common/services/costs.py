@@ -14,8 +14,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from pydantic import ValidationError
-
+from common.contracts.base import parse_query_string
 from common.contracts.costs import (
     MAX_RANGE_DAYS,
     Conversion,
@@ -35,13 +34,6 @@ RATES_TABLE = "exchange_rates"
 RATE_COLUMNS = ("from_currency", "to_currency", "rate")
 GROUP_COLUMNS = {"provider": "ProviderName", "service": "ServiceName", "day": "ChargePeriodStart"}
 DECIMALS = 6
-PARAMETER_HELP = {
-    "start": "start must be a date YYYY-MM-DD",
-    "end": "end must be a date YYYY-MM-DD",
-    "group_by": "group_by must be one of: provider, service, day",
-    "metric": "metric must be one of: BilledCost, EffectiveCost, ListCost, ContractedCost",
-    "convert_to": "convert_to must be an ISO 4217 currency code of 3 letters, e.g. EUR",
-}
 
 
 def _invalid(message: str, parameter: str) -> BadRequest:
@@ -50,20 +42,7 @@ def _invalid(message: str, parameter: str) -> BadRequest:
 
 def parse_query(args: Iterable[tuple[str, list[str]]], today: dt.date | None = None) -> CostSummaryQuery:
     """Validate the query string (name → every value given) and fill in the default range."""
-    given: dict[str, str] = {}
-    for name, values in args:
-        if name not in CostSummaryQuery.model_fields:
-            allowed = ", ".join(CostSummaryQuery.model_fields)
-            raise _invalid(f"unknown query parameter {name[:60]!r}; allowed: {allowed}", name[:60])
-        if len(values) != 1:
-            raise _invalid(f"give {name} once", name)
-        if values[0] != "":
-            given[name] = values[0]
-    try:
-        query = CostSummaryQuery.model_validate(given)
-    except ValidationError as exc:
-        name = str(exc.errors()[0]["loc"][0])
-        raise _invalid(PARAMETER_HELP.get(name, f"{name} is not valid"), name) from None
+    query = parse_query_string(CostSummaryQuery, args)
     today = today or dt.datetime.now(dt.UTC).date()
     end = query.end or today
     start = query.start or end.replace(day=1)

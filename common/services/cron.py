@@ -108,7 +108,3 @@ def shortest_interval(cron: str) -> dt.timedelta:
 def longest_interval(cron: str) -> dt.timedelta:
     """The longest gap between two ticks: a dispatcher's period."""
     return max(_gaps(cron, 400))
-
-
-def iso_utc(value: dt.datetime) -> str:
-    return value.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")

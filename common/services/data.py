@@ -13,6 +13,7 @@ import pyarrow.parquet as pq
 
 from common.errors import BadRequest, NotFound, UnsupportedMediaType
 from common.runtime import Runtime
+from common.sources.columns import rename_columns
 from common.tenancy import METADATA_TABLES, validate_table_name
 from common.warehouse.base import WriteMode
 
@@ -21,26 +22,7 @@ CONTENT_TYPES = {
     "application/x-ndjson": "ndjson",
     "application/vnd.apache.parquet": "parquet",
 }
-COLUMN_RE = re.compile(r"[^A-Za-z0-9_]")
 MAX_PAGE = 1000
-
-
-def _column_names(names: list[str]) -> tuple[list[str], dict[str, str]]:
-    """Warehouse-safe column names (letters, digits, _); a rename map; collisions refused."""
-    cleaned, renamed = [], {}
-    for name in names:
-        safe = COLUMN_RE.sub("_", name.strip()) or "column"
-        if safe[0].isdigit():
-            safe = f"_{safe}"
-        safe = safe[:300]
-        if safe != name:
-            renamed[name] = safe
-        cleaned.append(safe)
-    lowered = [c.lower() for c in cleaned]
-    duplicates = sorted({c for c in lowered if lowered.count(c) > 1})
-    if duplicates:
-        raise BadRequest(f"columns collide after cleaning: {', '.join(duplicates)}", code="duplicate_columns")
-    return cleaned, renamed
 
 
 def parse_upload(content_type: str | None, body: bytes) -> pa.Table:
@@ -76,7 +58,9 @@ def upload(rt: Runtime, org: str, table: str, content_type: str | None, body: by
     data = parse_upload(content_type, body)
     if data.num_columns == 0:
         raise BadRequest("the upload has no columns", code="empty_upload")
-    names, renamed = _column_names(data.column_names)
+    originals = [name.strip() for name in data.column_names]
+    names = rename_columns(originals, "keep", "the upload")
+    renamed = {original: new for original, new in zip(data.column_names, names, strict=True) if original != new}
     data = data.rename_columns(names)
     rows = rt.warehouse.load_arrow(org, table, data, mode=write_mode)
     return {"table": table, "rows_loaded": rows, "mode": write_mode, "renamed_columns": renamed}

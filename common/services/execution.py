@@ -12,7 +12,7 @@ import time
 from typing import Any
 
 from common.bus.messages import DeadMessage, StepMessage
-from common.errors import ConvergenceError, TerminalError, TransientError
+from common.errors import ConvergenceError, TransientError
 from common.processors.registry import StepContext, get_processor
 from common.runtime import Runtime
 from common.services import runs

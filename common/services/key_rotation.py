@@ -27,10 +27,12 @@ from common.crypto.api_keys import KEY_PURPOSE
 from common.crypto.keyring import DecryptionFailed
 from common.crypto.tenant_keys import TenantKeysetKeyring, ciphertext_key_id
 from common.errors import ConfigurationError, Conflict
-from common.metadata import control
+from common.metadata import api_keys
+from common.metadata.control_dataset import control_ref, is_bootstrapped
+from common.metadata.integrations import TABLE as CREDENTIALS_TABLE
+from common.metadata.integrations import credential_purpose
 from common.runtime import Runtime
-from common.services.integrations import credential_purpose
-from common.warehouse.sql import quote_identifier
+from common.warehouse.base import Statement
 
 
 class NotRotatable(ConfigurationError):
@@ -48,11 +50,32 @@ def _keyring(rt: Runtime) -> TenantKeysetKeyring:
 
 def tenants_with_secrets(rt: Runtime, keyring: TenantKeysetKeyring) -> list[str]:
     """Every tenant with a keyset, a credential or an API-key copy, sorted."""
-    rows = rt.warehouse.query(
-        f"SELECT org_slug FROM {control.control_ref(rt, 'org_integration_credentials')}"
-        f" UNION DISTINCT SELECT org_slug FROM {control.control_ref(rt, 'org_api_keys')}"
+    return sorted(_credential_orgs(rt) | api_keys.org_slugs(rt) | set(keyring.store.tenant_ids()))
+
+
+# The integration credentials' statements of a rewrap, until the integrations repository
+# (common.metadata.integrations) offers them as api_keys does for its copies.
+def _credential_orgs(rt: Runtime) -> set[str]:
+    rows = rt.warehouse.query(f"SELECT DISTINCT org_slug FROM {control_ref(rt, CREDENTIALS_TABLE)}")
+    return {row["org_slug"] for row in rows}
+
+
+def _credential_ciphertexts(rt: Runtime, org: str) -> list[dict[str, Any]]:
+    return rt.warehouse.query(
+        f"SELECT provider, encrypted_credential FROM {control_ref(rt, CREDENTIALS_TABLE)}"
+        " WHERE org_slug = @org ORDER BY provider",
+        {"org": org},
     )
-    return sorted({row["org_slug"] for row in rows} | set(keyring.store.tenant_ids()))
+
+
+def _replace_credential_statement(rt: Runtime, org: str, provider: str, *, old: str, new: str) -> Statement:
+    return (
+        (
+            f"UPDATE {control_ref(rt, CREDENTIALS_TABLE)} SET encrypted_credential = @new"
+            " WHERE org_slug = @org AND provider = @id AND encrypted_credential = @old"
+        ),
+        {"new": new, "org": org, "id": provider, "old": old},
+    )
 
 
 def _reencrypted(
@@ -68,18 +91,23 @@ def _reencrypted(
 
 @dataclass(frozen=True)
 class SecretColumn:
-    """A control-table column of tenant ciphertexts (base64), the column naming each row, and its purpose."""
+    """A control-table column of tenant ciphertexts (base64): the column naming each row, the purpose of a
+    row's ciphertext, and the repository's read of a tenant's rows and compare-and-set of one of them."""
 
     table: str
     id_column: str
     value_column: str
     purpose: Callable[[dict[str, Any]], str]
+    rows: Callable[[Runtime, str], list[dict[str, Any]]]
+    replace: Callable[..., Statement]  # (rt, org, row id, *, old, new) -> the compare-and-set UPDATE
 
 
 SECRET_COLUMNS = (
-    SecretColumn("org_integration_credentials", "provider", "encrypted_credential",
-                 lambda row: credential_purpose(row["provider"])),
-    SecretColumn("org_api_keys", "key_id", "encrypted_key", lambda row: KEY_PURPOSE),
+    SecretColumn(CREDENTIALS_TABLE, "provider", "encrypted_credential",
+                 lambda row: credential_purpose(row["provider"]),
+                 _credential_ciphertexts, _replace_credential_statement),
+    SecretColumn(api_keys.TABLE, "key_id", "encrypted_key", lambda row: KEY_PURPOSE,
+                 api_keys.encrypted_copies, api_keys.replace_encrypted_copy_statement),
 )  # fmt: skip
 
 
@@ -88,12 +116,7 @@ def _rewrap_column(
     failed: list[dict[str, str]],
 ) -> None:  # fmt: skip
     """Re-encrypt one tenant's ciphertexts of one column in one transaction, each update compare-and-set."""
-    ref = control.control_ref(rt, column.table)
-    id_column, value_column = quote_identifier(column.id_column), quote_identifier(column.value_column)
-    rows = rt.warehouse.query(
-        f"SELECT {id_column}, {value_column} FROM {ref} WHERE org_slug = @org ORDER BY {id_column}",
-        {"org": tenant},
-    )
+    rows = column.rows(rt, tenant)
     primary = keyring.primary_key_id(tenant)
     statements = []
     for row in rows:
@@ -107,12 +130,8 @@ def _rewrap_column(
         if new is None:
             counts["already_current"] += 1
             continue
-        sql = (
-            f"UPDATE {ref} SET {value_column} = @new"
-            f" WHERE org_slug = @org AND {id_column} = @id AND {value_column} = @old"
-        )
         old = row[column.value_column]
-        statements.append((sql, {"new": new, "org": tenant, "id": row[column.id_column], "old": old}))
+        statements.append(column.replace(rt, tenant, row[column.id_column], old=old, new=new))
     if statements:
         for affected in rt.warehouse.run_atomically(statements):
             counts[f"{column.table}_reencrypted" if affected else "changed_meanwhile"] += 1
@@ -134,7 +153,7 @@ def rewrap_tenant(
 def rewrap_all(runtime: Runtime, *, rotation_id: str | None = None) -> dict[str, Any]:
     """Rotate every tenant's data key and re-encrypt every stored secret under it; counts of what was done."""
     keyring = _keyring(runtime)
-    if not control.is_bootstrapped(runtime):
+    if not is_bootstrapped(runtime):
         raise Conflict(
             "the platform is not bootstrapped: there is nothing to rewrap", code="not_bootstrapped"
         )

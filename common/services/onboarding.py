@@ -5,14 +5,16 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from common.contracts.requests import BootstrapRequest, DryrunRequest, OnboardRequest
 from common.bus.messages import StepMessage
+from common.contracts.requests import BootstrapRequest, DryrunRequest, OnboardRequest
 from common.errors import BadRequest, Conflict, ConvergenceError, NotFound
-from common.metadata import control
+from common.metadata import organizations
+from common.metadata.control_dataset import is_bootstrapped
 from common.processors.registry import StepContext, StepResult, get_processor
 from common.processors.setup import RESERVED_SLUGS
 from common.runtime import Runtime
 from common.services import execution, pipelines
+from common.services.auth import issue_api_key
 from common.templates import load_setup_pipeline, resolve_template
 
 DRYRUN_TEMPLATE = ("gcp", "example", "dryrun")
@@ -68,10 +70,10 @@ def onboard(rt: Runtime, request: OnboardRequest) -> dict[str, Any]:
     """Create the organisation's dataset, tables and key, register it, and run its dry-run pipeline."""
     org = request.org_slug
     _ensure_allowed_slug(rt, org)
-    if not control.is_bootstrapped(rt):
+    if not is_bootstrapped(rt):
         raise NotBootstrapped("the platform is not bootstrapped: call POST /api/v1/admin/bootstrap first")
     with rt.warehouse.lock(f"onboard:{org}"):
-        if control.get_profile(rt, org) is not None:
+        if organizations.get_profile(rt, org) is not None:
             raise Conflict(f"organisation {org} is already onboarded", code="org_exists")
         results = run_setup_pipeline(
             rt, "onboarding", org,
@@ -104,9 +106,7 @@ def _run_dryrun_pipeline(rt: Runtime, org: str) -> tuple[str, str | None]:
 
 def rotate_api_key(rt: Runtime, org_slug: str) -> dict[str, Any]:
     """Issue a new key; the old one stops working at once."""
-    if control.get_profile(rt, org_slug) is None:
+    if organizations.get_profile(rt, org_slug) is None:
         raise NotFound(f"no organisation {org_slug}", code="org_not_found")
-    from common.services.auth import issue_api_key
-
     return {"org_slug": org_slug, "api_key": issue_api_key(rt, org_slug),
             "message": "Store the new API key now: it is shown only once. The previous key no longer works."}  # fmt: skip

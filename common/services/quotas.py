@@ -39,6 +39,9 @@ no counter row yet, one UPDATE, and one read back only when the UPDATE changed f
 (a race). A single trigger costs two. Each
 admission is one mutating DML on `org_usage`; BigQuery runs two per table at a time and queues 20, which
 bounds API triggers in gcp mode to a few per second platform-wide — bulk runs go through `admit_runs`.
+
+The statements themselves belong to the repositories of the tables (`common.metadata.usage`,
+`common.metadata.subscriptions`); this module decides what is admitted, what a refusal says and its Retry-After.
 """
 
 from __future__ import annotations
@@ -50,13 +53,13 @@ import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
 
 from common.errors import RateLimited
+from common.metadata import usage
+from common.metadata.subscriptions import PlanLimits, plans
 from common.runtime import Runtime
-from common.types import utcnow
 from common.tenancy import validate_tenant_id
-from common.warehouse.sql import table_ref
+from common.types import utcnow
 
 DEFAULT_PLAN = "starter"
 CONCURRENCY_RETRY_AFTER = 30
@@ -124,66 +127,14 @@ def seconds_until_midnight(now: dt.datetime) -> int:
     return max(1, math.ceil((midnight - now).total_seconds()))
 
 
-def _usage(rt: Runtime) -> str:
-    return table_ref(rt.settings.control_dataset, "org_usage")
-
-
-def _subscriptions(rt: Runtime) -> str:
-    return table_ref(rt.settings.control_dataset, "org_subscriptions")
-
-
-def init_usage(rt: Runtime, org_slug: str, *, now: dt.datetime | None = None) -> None:
-    """Start an organisation's counters at zero (onboarding); replaces any row a failed attempt left."""
-    now = now or utcnow()
-    rt.warehouse.run_atomically(
-        [
-            (f"DELETE FROM {_usage(rt)} WHERE org_slug = @org", {"org": org_slug}),
-            (
-                (
-                    f"INSERT INTO {_usage(rt)} (org_slug, usage_date, runs_started, templates_used,"
-                    " recent_admissions, created_at, updated_at)"
-                    " VALUES (@org, @day, 0, @none, @none, @now, @now)"
-                ),
-                {"org": org_slug, "day": now.date(), "none": [], "now": now},
-            ),
-        ]
-    )
-
-
-def _default_limits() -> dict[str, int]:
-    from common.processors.setup import plans
-
+def _default_limits() -> PlanLimits:
+    """The limits of an organisation without a subscription row."""
     return plans()[DEFAULT_PLAN]
 
 
 def _read_standings(rt: Runtime, tenants: list[str], day: dt.date, now: dt.datetime) -> dict[str, _Standing]:
     """Limits, counters and active runs of every organisation, in one query."""
-    active = " UNION ALL ".join(
-        f"""SELECT tenant_id, COUNTIF(status IN ('PENDING', 'RUNNING')) AS active FROM (
-              SELECT tenant_id, status FROM {table_ref(tenant, "pipeline_runs")} WHERE start_time >= @since
-              QUALIFY ROW_NUMBER() OVER (PARTITION BY pipeline_logging_id ORDER BY seq DESC) = 1
-            ) GROUP BY tenant_id"""
-        for tenant in tenants
-    )
-    rows = rt.warehouse.query(
-        f"""
-        WITH subs AS (
-          SELECT org_slug, plan, max_runs_per_day, max_concurrent_runs, max_templates
-          FROM {_subscriptions(rt)} WHERE org_slug IN UNNEST(@orgs)
-          QUALIFY ROW_NUMBER() OVER (PARTITION BY org_slug ORDER BY created_at DESC) = 1
-        ),
-        active AS ({active})
-        SELECT wanted AS org_slug, s.plan, s.max_runs_per_day, s.max_concurrent_runs, s.max_templates,
-               u.org_slug IS NOT NULL AS has_usage,
-               IF(u.usage_date = @day, u.runs_started, 0) AS runs_today,
-               u.templates_used, IFNULL(a.active, 0) AS active
-        FROM UNNEST(@orgs) AS wanted
-        LEFT JOIN subs AS s ON s.org_slug = wanted
-        LEFT JOIN {_usage(rt)} AS u ON u.org_slug = wanted
-        LEFT JOIN active AS a ON a.tenant_id = wanted
-        """,
-        {"orgs": tenants, "day": day, "since": now - ACTIVE_RUN_HORIZON},
-    )
+    rows = usage.read_standings(rt, tenants, day=day, since=now - ACTIVE_RUN_HORIZON)
     defaults = _default_limits()
     standings: dict[str, _Standing] = {}
     for row in rows:
@@ -230,57 +181,6 @@ def _refusal(standing: _Standing, template: str, now: dt.datetime) -> RateLimite
     return None
 
 
-def _create_missing_rows(rt: Runtime, tenants: list[str], now: dt.datetime) -> None:
-    """Counter rows for organisations onboarded before counters existed (one statement for all)."""
-    rt.warehouse.execute(
-        f"""
-        INSERT INTO {_usage(rt)} (org_slug, usage_date, runs_started, templates_used, recent_admissions,
-                                  created_at, updated_at)
-        SELECT org, @day, 0, @none, @none, @now, @now FROM UNNEST(@orgs) AS org
-        WHERE org NOT IN (SELECT org_slug FROM {_usage(rt)})
-        """,
-        {"orgs": tenants, "day": now.date(), "none": [], "now": now},
-    )
-
-
-def _reserve(rt: Runtime, tenants: list[str], template: str, admission_id: str, now: dt.datetime) -> int:
-    """The conditional UPDATE: take a slot for each organisation that still has room; rows changed."""
-    subs = _subscriptions(rt)
-    defaults = _default_limits()
-    return rt.warehouse.execute(
-        f"""
-        UPDATE {_usage(rt)} AS u
-        SET runs_started = IF(u.usage_date = @day, u.runs_started, 0) + 1,
-            usage_date = @day,
-            templates_used = IF(@template IN UNNEST(u.templates_used), u.templates_used,
-                                ARRAY_CONCAT(u.templates_used, [@template])),
-            recent_admissions = IF(ARRAY_LENGTH(u.recent_admissions) >= @recent, [@admission_id],
-                                   ARRAY_CONCAT(u.recent_admissions, [@admission_id])),
-            updated_at = @now
-        WHERE u.org_slug IN UNNEST(@orgs)
-          AND IF(u.usage_date = @day, u.runs_started, 0) < IFNULL(
-                (SELECT s.max_runs_per_day FROM {subs} AS s WHERE s.org_slug = u.org_slug
-                 ORDER BY s.created_at DESC LIMIT 1), @default_runs)
-          AND (@template IN UNNEST(u.templates_used) OR ARRAY_LENGTH(u.templates_used) < IFNULL(
-                (SELECT s.max_templates FROM {subs} AS s WHERE s.org_slug = u.org_slug
-                 ORDER BY s.created_at DESC LIMIT 1), @default_templates))
-        """,
-        {"orgs": tenants, "template": template, "admission_id": admission_id, "recent": RECENT_ADMISSIONS,
-         "day": now.date(), "now": now,
-         "default_runs": defaults["max_runs_per_day"], "default_templates": defaults["max_templates"]},
-    )  # fmt: skip
-
-
-def _read_back(rt: Runtime, tenants: list[str], admission_id: str, day: dt.date) -> dict[str, dict[str, Any]]:
-    rows = rt.warehouse.query(
-        f"SELECT org_slug, @admission_id IN UNNEST(recent_admissions) AS admitted,"
-        f" IF(usage_date = @day, runs_started, 0) AS runs_today, templates_used"
-        f" FROM {_usage(rt)} WHERE org_slug IN UNNEST(@orgs)",
-        {"orgs": tenants, "admission_id": admission_id, "day": day},
-    )
-    return {row["org_slug"]: row for row in rows}
-
-
 def admit_runs(
     rt: Runtime, tenant_ids: Sequence[str], template: str, *, now: dt.datetime | None = None
 ) -> dict[str, Admission]:
@@ -314,14 +214,18 @@ def admit_runs(
         return result
     missing = [t for t in candidates if not standings[t].has_usage]
     if missing:
-        _create_missing_rows(rt, missing, now)
+        usage.create_missing(rt, missing, now=now)
     admission_id = uuid.uuid4().hex
+    defaults = _default_limits()
     with _admitting:
-        changed = _reserve(rt, candidates, template, admission_id, now)
+        changed = usage.reserve(
+            rt, candidates, template, admission_id, now=now, recent=RECENT_ADMISSIONS,
+            default_runs=defaults["max_runs_per_day"], default_templates=defaults["max_templates"],
+        )  # fmt: skip
         if changed >= len(candidates):
             return result
         # Fewer rows changed than expected: another admission took the last slot of some; find out which.
-        rows = _read_back(rt, candidates, admission_id, day)
+        rows = usage.read_back(rt, candidates, admission_id, day=day)
     for tenant in candidates:
         row = rows.get(tenant)
         if row is not None and row["admitted"]:
@@ -352,11 +256,7 @@ def release_runs(rt: Runtime, admissions: Iterable[Admission], *, now: dt.dateti
             by_day.setdefault(admission.day, []).append(admission)
     released = 0
     for day, unused in by_day.items():
-        released += rt.warehouse.execute(
-            f"UPDATE {_usage(rt)} SET runs_started = runs_started - 1, updated_at = @now"
-            " WHERE org_slug IN UNNEST(@orgs) AND usage_date = @day AND runs_started > 0",
-            {"orgs": sorted({a.tenant_id for a in unused}), "day": day, "now": now or utcnow()},
-        )
+        released += usage.release(rt, sorted({a.tenant_id for a in unused}), day=day, now=now or utcnow())
         for admission in unused:
             admission.admitted = False
     return released

@@ -39,8 +39,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from common.errors import ConvergenceError, RateLimited
+from common.metadata import rate_windows
 from common.runtime import Runtime
-from common.warehouse.sql import table_ref
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +48,6 @@ WINDOW_SECONDS = 60
 SYNC_INTERVAL_SECONDS = 10.0
 CLEANUP_INTERVAL_SECONDS = 3600.0
 RETENTION = dt.timedelta(days=2)
-ROWS_PER_INSERT = 1000  # 3 parameters a row stays far below BigQuery's 10,000 parameters per query
 CACHE_KEY = "rate_limiter"
 NOT_COUNTED = frozenset({400, 413, 415, 422})  # refused as invalid input, before any warehouse or bus work
 
@@ -66,42 +65,22 @@ class WarehouseWindows:
     def __init__(self, rt: Runtime, instance_id: str | None = None) -> None:
         self.rt = rt
         self.instance_id = instance_id or uuid.uuid4().hex
-        self.table = table_ref(rt.settings.control_dataset, "org_rate_windows")
 
     def append(self, hits: dict[tuple[int, str], int], recorded_at: dt.datetime) -> None:
         """Add this instance's admitted requests per (window, tenant): INSERTs only, a row per pair."""
-        items = sorted(hits.items())
-        for start in range(0, len(items), ROWS_PER_INSERT):
-            part = items[start : start + ROWS_PER_INSERT]
-            params: dict[str, object] = {"instance": self.instance_id, "now": recorded_at}
-            rows = []
-            for index, ((window, tenant), count) in enumerate(part):
-                params |= {
-                    f"org_{index}": tenant,
-                    f"window_{index}": _window_start(window),
-                    f"hits_{index}": count,
-                }
-                rows.append(f"(@org_{index}, @window_{index}, @instance, @hits_{index}, @now)")
-            self.rt.warehouse.execute(
-                f"INSERT INTO {self.table} (org_slug, window_start, instance_id, hits, recorded_at)"
-                f" VALUES {', '.join(rows)}",
-                params,
-            )
+        rows = [
+            rate_windows.WindowHits(tenant, _window_start(window), count)
+            for (window, tenant), count in sorted(hits.items())
+        ]
+        rate_windows.append(self.rt, self.instance_id, rows, recorded_at=recorded_at)
 
     def others(self, window: int) -> dict[str, int]:
         """What every other instance has appended for the window, per tenant."""
-        rows = self.rt.warehouse.query(
-            f"SELECT org_slug, SUM(hits) AS hits FROM {self.table}"
-            " WHERE window_start = @window AND instance_id != @instance GROUP BY org_slug",
-            {"window": _window_start(window), "instance": self.instance_id},
-        )
-        return {row["org_slug"]: int(row["hits"]) for row in rows}
+        return rate_windows.hits_of_others(self.rt, self.instance_id, _window_start(window))
 
     def forget_before(self, moment: dt.datetime) -> None:
         """Delete windows older than `moment`."""
-        self.rt.warehouse.execute(
-            f"DELETE FROM {self.table} WHERE window_start < @before", {"before": moment}
-        )
+        rate_windows.delete_before(self.rt, moment)
 
 
 def _in_background(work: Callable[[], None]) -> None:

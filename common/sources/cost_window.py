@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from common.sources.provider_http import ProviderBadResponse, RequestStats
+from common.sources.provider_http import ProviderBadResponse, RequestStats, required
 
 UTC = dt.UTC
 
@@ -107,8 +107,6 @@ def window_results(
     Both cost APIs page through `data: [{<bucket bounds>, results: [...]}]`; buckets outside the window are
     counted, never loaded, so they cannot slip past the day's delete. `where` names the result in errors.
     """
-    from common.sources.provider_http import required
-
     where_page = f"{label} page {fetch.stats.pages or 1}"
     buckets = required(page, "data", where_page)
     if not isinstance(buckets, list):

@@ -32,9 +32,9 @@ import pyarrow.parquet as pq
 
 from common.errors import TerminalError
 from common.settings import Settings
+from common.sources.columns import ColumnNames, rename_columns
 
 Format = Literal["auto", "csv", "ndjson", "parquet"]
-ColumnNames = Literal["snake_case", "keep"]
 SOURCE_FILE_COLUMN = "_source_file"
 NULL_VALUES = ["", "NULL", "null"]
 # Name endings per format; a folder is read only for these (an AWS CUR folder also holds manifest .json files).
@@ -44,10 +44,6 @@ EXTENSIONS: dict[str, tuple[str, ...]] = {
     "parquet": (".parquet",),
 }
 _GZIP_MAGIC = b"\x1f\x8b"
-_CAPITAL = re.compile(r"(?<!^)([A-Z])")
-_SEPARATORS = re.compile(r"[^A-Za-z0-9]+")
-_UNSAFE = re.compile(r"[^A-Za-z0-9_]")
-_RESERVED_PREFIXES = ("_TABLE_", "_FILE_", "_PARTITION", "_ROW_TIMESTAMP", "__ROOT__", "_COLON_")
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
 
 
@@ -89,48 +85,6 @@ def _belongs_in_folder(name: str, declared: Format) -> bool:
         return False
     endings = EXTENSIONS[declared] if declared != "auto" else sum(EXTENSIONS.values(), ())
     return base.lower().endswith(endings)
-
-
-def _finish(name: str) -> str:
-    """A name BigQuery accepts: not empty, no leading digit, no reserved prefix, at most 300 characters."""
-    name = name or "column"
-    if name[0].isdigit():
-        name = f"_{name}"
-    if name.upper().startswith(_RESERVED_PREFIXES):
-        name = f"x{name}"
-    return name[:300]
-
-
-def snake_case(name: str) -> str:
-    """AWS's own rule (CUR 2.0, Athena): `_` before each capital, separators to `_`, lower case.
-
-    `lineItem/UnblendedCost` → `line_item_unblended_cost`, `reservation/ReservationARN` →
-    `reservation_reservation_a_r_n` (as CUR 2.0 names it), `CostInBillingCurrency` → `cost_in_billing_currency`;
-    names already in snake case are unchanged.
-    """
-    words = [_CAPITAL.sub(r"_\1", part).lower() for part in _SEPARATORS.split(name) if part]
-    lead = "_" if name.startswith("_") else ""
-    return _finish(lead + "_".join(words))
-
-
-def keep_case(name: str) -> str:
-    """The name with every character outside [A-Za-z0-9_] replaced by `_`."""
-    return _finish(_UNSAFE.sub("_", name))
-
-
-def rename_columns(names: Sequence[str], style: ColumnNames, where: str) -> list[str]:
-    """Warehouse-safe names; names that collide (case-insensitively, as in BigQuery) are refused."""
-    rename = snake_case if style == "snake_case" else keep_case
-    renamed = [rename(name) for name in names]
-    origins: dict[str, list[str]] = {SOURCE_FILE_COLUMN: [f"{SOURCE_FILE_COLUMN} (added by the platform)"]}
-    for original, new in zip(names, renamed, strict=True):
-        origins.setdefault(new.lower(), []).append(original)
-    clashes = [f"{', '.join(map(repr, found))} → {new}" for new, found in origins.items() if len(found) > 1]
-    if clashes:
-        raise TerminalError(
-            f"{where}: columns collide after renaming: {'; '.join(clashes)}", code="column_collision"
-        )
-    return renamed
 
 
 # -- parsing: every column as STRING ---------------------------------------------------------------------
@@ -371,7 +325,7 @@ def read_location(
                 f"{file.name} cannot be read: {exc.strerror or exc}", code="source_unreadable"
             ) from None
         table = parse_file(data, file.format, file.name)
-        table = table.rename_columns(rename_columns(table.column_names, column_names, file.name))
+        table = table.rename_columns(rename_columns(table.column_names, column_names, file.name, added=(SOURCE_FILE_COLUMN,)))
         missing = [c for c in required if c not in table.column_names]
         if missing and table.num_columns:
             raise TerminalError(

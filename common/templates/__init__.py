@@ -1,10 +1,12 @@
-"""Pipeline templates: load (YAML), validate (pydantic) and resolve (variables, placeholders)."""
+"""Pipeline templates: load (YAML), validate (pydantic, and each step against its processor) and resolve."""
 
 from common.templates.loader import list_templates, load_setup_pipeline, load_template
 from common.templates.models import PipelineTemplate, ResolvedPipeline, StepSpec
 from common.templates.resolver import resolve_template
+from common.templates.step_checks import InvalidTemplate
 
 __all__ = [
+    "InvalidTemplate",
     "PipelineTemplate",
     "ResolvedPipeline",
     "StepSpec",

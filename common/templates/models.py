@@ -7,6 +7,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from common.types import STEP_ID_PATTERN
+
 VariableType = Literal["string", "date", "int", "bool", "enum"]
 
 IDENTIFIER_BUILTINS = frozenset({"tenant_id", "org_slug", "provider", "domain", "template_name"})
@@ -39,7 +41,7 @@ class StepSpec(BaseModel):
 
     model_config = ConfigDict(extra="allow")
 
-    step_id: str = Field(pattern=r"^[a-z][a-z0-9_]{0,63}$")
+    step_id: str = Field(pattern=STEP_ID_PATTERN)
     name: str = ""
     ps_type: str = Field(pattern=r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+$")
     trigger: Literal["always", "on_success", "on_failure"] = "on_success"

@@ -10,7 +10,8 @@ from typing import Any, Literal
 
 import pyarrow as pa
 
-from common.metadata.schemas import TableSchema
+from common.warehouse.schema import TableSchema
+from common.warehouse.sql import table_ref
 
 WriteMode = Literal["append", "replace"]
 Params = Mapping[str, Any]
@@ -109,14 +110,10 @@ class Warehouse(ABC):
 
     def count_rows(self, dataset: str, table: str) -> int:
         """Number of rows in a table."""
-        from common.warehouse.sql import table_ref
-
         return int(self.query(f"SELECT COUNT(*) AS n FROM {table_ref(dataset, table)}")[0]["n"])
 
     def read_rows(self, dataset: str, table: str, *, limit: int, offset: int) -> list[dict[str, Any]]:
         """A page of a table's rows."""
-        from common.warehouse.sql import table_ref
-
         return self.query(
             f"SELECT * FROM {table_ref(dataset, table)} LIMIT @limit OFFSET @offset",
             {"limit": limit, "offset": offset},

@@ -9,8 +9,8 @@ With BIGQUERY_EMULATOR_HOST set the client talks to bqemulator with anonymous cr
 does not bind query parameters inside multi-statement scripts, so there `run_atomically` uses the
 emulated transaction of common.warehouse.bigquery_transactions; everything else is one code path.
 
-This module holds the adapter and its error translation; query parameters, row/Arrow payloads and DDL are
-built in common.warehouse.bigquery_codec, whose public names are importable from here as well.
+This module holds the adapter; errors are translated in bigquery_errors, query parameters are built in
+bigquery_params, row and Arrow payloads in bigquery_codec and DDL in bigquery_ddl.
 """
 
 from __future__ import annotations
@@ -19,42 +19,35 @@ import io
 import threading
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from concurrent.futures import TimeoutError as FutureTimeout
 from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
 import pyarrow as pa
-import requests
 from google.api_core import exceptions as gexc
 from google.api_core import retry as gretry
-from google.auth import exceptions as auth_exceptions
 from google.cloud import bigquery
 
 from common.errors import (
     BadRequest,
-    ConfigurationError,
     Conflict,
     ConvergenceError,
-    DependencyUnavailable,
     NotFound,
 )
-from common.metadata.schemas import TableSchema
 from common.warehouse.base import KeyedLocks, Params, Statement, Warehouse, WriteMode
 from common.warehouse.bigquery_codec import (
     INTERNAL_PREFIX,
-    QueryFailed,
-    QueryParameter,
     RowMismatch,
     arrow_column_type,
-    create_table_ddl,
     fit_to_table,
     ndjson_rows,
     parquet_bytes,
     plain_arrow,
-    prepare,
-    query_parameter,
 )
+from common.warehouse.bigquery_ddl import create_table_ddl
+from common.warehouse.bigquery_errors import CLIENT_ERRORS, translate
+from common.warehouse.bigquery_params import QueryFailed, QueryParameter, prepare, query_parameter
 from common.warehouse.bigquery_transactions import run_emulated_transaction, transaction_script
+from common.warehouse.schema import TableSchema
 from common.warehouse.sql import quote_identifier, table_ref
 
 # The adapter, and the codec and transaction names its importers (tests among them) take from here.
@@ -73,58 +66,6 @@ __all__ = [
 ]
 
 JOB_PREFIX = "convergence"
-_TRANSIENT_REASONS = frozenset(
-    {"backendError", "internalError", "rateLimitExceeded", "quotaExceeded", "jobRateLimitExceeded"}
-)
-_TRANSIENT_ERRORS = (
-    gexc.ServerError,
-    gexc.TooManyRequests,
-    gexc.RetryError,
-    requests.exceptions.ConnectionError,
-    requests.exceptions.Timeout,
-    auth_exceptions.TransportError,
-    FutureTimeout,
-)
-_CLIENT_ERRORS = (gexc.GoogleAPICallError, requests.exceptions.RequestException, auth_exceptions.GoogleAuthError,
-                  *_TRANSIENT_ERRORS)  # fmt: skip
-
-
-# -- errors ----------------------------------------------------------------------------------------------
-
-
-def _reason(exc: gexc.GoogleAPICallError) -> str:
-    for error in exc.errors or ():
-        if isinstance(error, Mapping) and error.get("reason"):
-            return str(error["reason"])
-    return ""
-
-
-def translate(exc: BaseException, *, data_error: bool = False) -> ConvergenceError:
-    """A google-cloud error as the platform's: NotFound, BadRequest, transient, or terminal otherwise."""
-    message = getattr(exc, "message", None) or str(exc) or type(exc).__name__
-    first = message.strip().splitlines()[0] if message.strip() else type(exc).__name__
-    if isinstance(exc, _TRANSIENT_ERRORS):
-        return DependencyUnavailable(f"BigQuery unavailable: {first}")
-    if isinstance(exc, auth_exceptions.GoogleAuthError):
-        return ConfigurationError(f"no usable Google credentials for BigQuery: {first}")
-    if not isinstance(exc, gexc.GoogleAPICallError):
-        return QueryFailed(f"BigQuery call failed: {first}")
-    reason = _reason(exc)
-    if reason in _TRANSIENT_REASONS or "concurrent update" in first or "Could not serialize access" in first:
-        return DependencyUnavailable(f"BigQuery busy: {first}")
-    if isinstance(exc, gexc.NotFound) or (isinstance(exc, gexc.Forbidden) and "does not exist" in first):
-        # A query on a dataset that does not exist is a 403 accessDenied "... or perhaps it does not exist"
-        # (for other projects in BigQuery, for every project in bqemulator).
-        return NotFound(f"not found in the warehouse: {first}")
-    if isinstance(exc, gexc.Forbidden):
-        return ConfigurationError(f"BigQuery refused access: {first}")
-    if isinstance(exc, gexc.Conflict):
-        return Conflict(f"BigQuery conflict: {first}")
-    if data_error and isinstance(exc, gexc.BadRequest):
-        return BadRequest(f"data does not fit the table: {first}", code="schema_mismatch")
-    return QueryFailed(f"warehouse rejected the statement: {first}")
-
-
 # -- the adapter -----------------------------------------------------------------------------------------
 
 
@@ -186,7 +127,7 @@ class BigQueryWarehouse(Warehouse):
     def _errors(self, *, data_error: bool = False) -> Iterator[None]:
         try:
             yield
-        except _CLIENT_ERRORS as exc:
+        except CLIENT_ERRORS as exc:
             raise translate(exc, data_error=data_error) from None
 
     def _job(self, kind: str, submit: Callable[[str], Any]) -> tuple[Any, Any]:

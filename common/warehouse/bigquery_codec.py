@@ -1,10 +1,8 @@
-"""BigQuery encodings: typed query parameters, rows and Arrow data for load jobs, and DDL from table schemas.
+"""BigQuery encodings of data: rows as NDJSON and Arrow tables for load jobs, fitted to a table's schema.
 
 Everything here is a pure function of its arguments (no client, no network), so the adapter in
 common.warehouse.bigquery stays about jobs and errors, and these conversions can be tested on their own.
-No value from a request is formatted into SQL here: values travel as query parameters or load-job payloads,
-identifiers are quoted through common.warehouse.sql, and only the repository's schema descriptions become
-DDL literals.
+Query parameters are in common.warehouse.bigquery_params, DDL in common.warehouse.bigquery_ddl.
 """
 
 from __future__ import annotations
@@ -17,203 +15,18 @@ import math
 import numbers
 from collections.abc import Callable, Mapping, Sequence
 from decimal import Decimal
-from functools import lru_cache
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-import sqlglot
 from google.cloud import bigquery
-from sqlglot import exp
-from sqlglot.tokens import TokenType
 
-from common.errors import BadRequest, ConfigurationError, TerminalError
-from common.metadata.schemas import SchemaField, TableSchema
-from common.warehouse.base import Params
-from common.warehouse.sql import parameter_names, quote_identifier, table_ref
+from common.errors import BadRequest
+from common.warehouse.bigquery_ddl import standard_type
+from common.warehouse.sql import quote_identifier
 
 #: Tables the adapter creates for a moment (staging of replace loads, emulated-transaction snapshots).
 INTERNAL_PREFIX = "_convergence_"
-
-
-class QueryFailed(TerminalError):
-    """The warehouse rejected a statement (a bug in a template or in the platform, not a caller's input)."""
-
-    status = 500
-    code = "query_failed"
-
-
-# -- query parameters -----------------------------------------------------------------------------------
-
-QueryParameter = bigquery.ScalarQueryParameter | bigquery.ArrayQueryParameter | bigquery.StructQueryParameter
-
-
-def scalar_type(value: Any) -> str:
-    """The GoogleSQL type of a Python scalar (a NULL is typed STRING, as BigQuery needs a type)."""
-    if value is None:
-        return "STRING"
-    if isinstance(value, bool):
-        return "BOOL"
-    if isinstance(value, numbers.Integral):
-        return "INT64"
-    if isinstance(value, numbers.Real) and not isinstance(value, Decimal):
-        return "FLOAT64"
-    if isinstance(value, Decimal):
-        digits = value.as_tuple()
-        fits = len(digits.digits) <= 38 and isinstance(digits.exponent, int) and digits.exponent >= -9
-        return "NUMERIC" if fits and abs(value) < Decimal("1e29") else "BIGNUMERIC"
-    if isinstance(value, str):
-        return "STRING"
-    if isinstance(value, bytes | bytearray):
-        return "BYTES"
-    if isinstance(value, dt.datetime):
-        return "TIMESTAMP"  # naive datetimes are taken as UTC, as the DuckDB adapter's UTC session does
-    if isinstance(value, dt.date):
-        return "DATE"
-    if isinstance(value, dt.time):
-        return "TIME"
-    raise QueryFailed(f"query parameter of unsupported type {type(value).__name__}")
-
-
-def query_parameter(name: str | None, value: Any) -> QueryParameter:
-    """A typed BigQuery query parameter for a Python value: scalars, lists (ARRAY) and dicts (STRUCT)."""
-    if isinstance(value, Mapping):
-        return bigquery.StructQueryParameter(name, *(query_parameter(k, v) for k, v in value.items()))
-    if isinstance(value, list | tuple):
-        if any(v is None for v in value):
-            raise QueryFailed(f"query parameter {name}: BigQuery arrays cannot hold NULL")
-        if any(isinstance(v, Mapping) for v in value):
-            return bigquery.ArrayQueryParameter(name, "STRUCT", [query_parameter(None, v) for v in value])
-        kinds = {scalar_type(v) for v in value}
-        if kinds == {"INT64", "FLOAT64"}:
-            kinds = {"FLOAT64"}
-        if len(kinds) > 1:
-            raise QueryFailed(f"query parameter {name} mixes element types {sorted(kinds)}")
-        # An empty list has no element to type it by; STRING is as good a guess as any.
-        return bigquery.ArrayQueryParameter(name, kinds.pop() if kinds else "STRING", list(value))
-    return bigquery.ScalarQueryParameter(name, scalar_type(value), value)
-
-
-def prepare(sql: str, params: Params | None, prefix: str = "") -> tuple[str, list[QueryParameter]]:
-    """The statement and the typed parameters it references (and only those), named `prefix + name`.
-
-    A parameter whose value is None becomes the literal NULL: a typed NULL parameter would fail BigQuery's
-    type checks wherever the other side is not of that type (`amount = @n` with amount FLOAT64), while an
-    untyped NULL fits every type, as in the DuckDB adapter. NULL is a keyword, not data, so no value is
-    formatted into SQL.
-    """
-    wanted = parameter_names(sql)
-    given = dict(params or {})
-    missing = wanted - given.keys()
-    if missing:
-        raise QueryFailed(f"query parameters not supplied: {', '.join(sorted(missing))}")
-    renames: dict[str, str] = {}
-    bound: list[QueryParameter] = []
-    for name in sorted(wanted):
-        if given[name] is None:
-            renames[name] = "NULL"
-            continue
-        if prefix:
-            renames[name] = f"@{prefix}{name}"
-        bound.append(query_parameter(prefix + name, given[name]))
-    return (_substitute_parameters(sql, renames) if renames else sql), bound
-
-
-def _substitute_parameters(sql: str, renames: Mapping[str, str]) -> str:
-    """Replace each `@name` token (not text in strings or comments, which the tokenizer tells apart)."""
-    tokens = tokenize(sql)
-    pieces: list[str] = []
-    cursor = 0
-    for i, token in enumerate(tokens[:-1]):
-        following = tokens[i + 1]
-        if token.token_type != TokenType.PARAMETER or following.start != token.end + 1:
-            continue
-        if following.text not in renames:
-            continue
-        pieces += [sql[cursor : token.start], renames[following.text]]
-        cursor = following.end + 1
-    return "".join(pieces) + sql[cursor:]
-
-
-@lru_cache(maxsize=1024)
-def tokenize(sql: str) -> list[Any]:
-    """The statement's BigQuery-dialect tokens (cached: the same templates run again and again)."""
-    return sqlglot.Dialect.get_or_raise("bigquery").tokenize(sql)
-
-
-# -- DDL from table schemas ------------------------------------------------------------------------------
-
-_STANDARD = {
-    "STRING": "STRING", "BYTES": "BYTES", "INTEGER": "INT64", "INT64": "INT64", "FLOAT": "FLOAT64",
-    "FLOAT64": "FLOAT64", "NUMERIC": "NUMERIC", "BIGNUMERIC": "BIGNUMERIC", "BOOLEAN": "BOOL", "BOOL": "BOOL",
-    "TIMESTAMP": "TIMESTAMP", "DATE": "DATE", "TIME": "TIME", "DATETIME": "DATETIME", "JSON": "JSON",
-    "RECORD": "STRUCT", "STRUCT": "STRUCT", "GEOGRAPHY": "GEOGRAPHY",
-}  # fmt: skip
-
-
-def standard_type(kind: str) -> str:
-    """A legacy or standard BigQuery type name in GoogleSQL spelling (INTEGER → INT64)."""
-    try:
-        return _STANDARD[kind.upper()]
-    except KeyError:
-        raise ConfigurationError(f"unknown BigQuery type {kind!r}") from None
-
-
-def column_type(field: SchemaField) -> str:
-    """A column's GoogleSQL type with nested names quoted, e.g. ARRAY<STRUCT<`key` STRING>>."""
-    base = standard_type(field.type)
-    if base == "STRUCT":
-        base = f"STRUCT<{', '.join(_column(child, describe=False) for child in field.fields)}>"
-    return f"ARRAY<{base}>" if field.mode == "REPEATED" else base
-
-
-def _column(field: SchemaField, *, describe: bool = True) -> str:
-    text = f"{quote_identifier(field.name)} {column_type(field)}"
-    if field.mode == "REQUIRED":
-        text += " NOT NULL"
-    if describe and field.description:
-        text += f" OPTIONS(description={_string_literal(field.description)})"
-    return text
-
-
-def _string_literal(text: str) -> str:
-    # Descriptions come from configs/schemas (the repository), never from a request; DDL takes no parameters.
-    return exp.Literal.string(text).sql("bigquery")
-
-
-def partition_expression(schema: TableSchema) -> str | None:
-    """The PARTITION BY expression of a table schema's time partitioning, or None."""
-    spec = schema.time_partitioning
-    if spec is None:
-        return None
-    if spec.field is None:  # ingestion-time partitioning
-        return "_PARTITIONDATE" if spec.type == "DAY" else f"TIMESTAMP_TRUNC(_PARTITIONTIME, {spec.type})"
-    by_name = {f.name: f for f in schema.fields}
-    if spec.field not in by_name:
-        raise ConfigurationError(f"table {schema.name}: partitioning field {spec.field!r} is not a column")
-    column, kind = quote_identifier(spec.field), standard_type(by_name[spec.field].type)
-    if kind == "DATE" and spec.type != "HOUR":
-        return column if spec.type == "DAY" else f"DATE_TRUNC({column}, {spec.type})"
-    if kind in ("TIMESTAMP", "DATETIME"):
-        return f"{kind}_TRUNC({column}, {spec.type})"
-    raise ConfigurationError(f"table {schema.name}: cannot partition by {spec.type} on a {kind} column")
-
-
-def create_table_ddl(dataset: str, schema: TableSchema, *, replace: bool = False) -> str:
-    """CREATE [OR REPLACE] TABLE with columns, NOT NULL, partitioning, clustering and descriptions."""
-    lines = [
-        f"CREATE {'OR REPLACE ' if replace else ''}TABLE {table_ref(dataset, schema.name)} (",
-        ",\n".join(f"  {_column(field)}" for field in schema.fields),
-        ")",
-    ]
-    partition = partition_expression(schema)
-    if partition:
-        lines.append(f"PARTITION BY {partition}")
-    if schema.clustering and schema.clustering.fields:
-        lines.append(f"CLUSTER BY {', '.join(quote_identifier(name) for name in schema.clustering.fields)}")
-    if schema.description:
-        lines.append(f"OPTIONS(description={_string_literal(schema.description)})")
-    return "\n".join(lines)
 
 
 # -- rows for load jobs ----------------------------------------------------------------------------------

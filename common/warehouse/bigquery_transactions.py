@@ -13,19 +13,28 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import sqlglot
 from sqlglot import exp
 from sqlglot.tokens import TokenType
 
 from common.errors import ConvergenceError
-from common.warehouse.base import Statement
-from common.warehouse.bigquery_codec import INTERNAL_PREFIX, QueryParameter, prepare, tokenize
+from common.warehouse.base import Params, Statement
+from common.warehouse.bigquery_codec import INTERNAL_PREFIX
+from common.warehouse.bigquery_params import QueryParameter, prepare, tokenize
 from common.warehouse.sql import table_ref
 
-if TYPE_CHECKING:
-    from common.warehouse.bigquery import BigQueryWarehouse
+
+class ScriptRunner(Protocol):
+    """What an emulated transaction needs of the adapter: table existence, parameterised statements, and
+    parameterless internal statements (snapshots) that bypass the adapter's checks."""
+
+    def table_exists(self, dataset: str, table: str) -> bool: ...
+
+    def execute(self, sql: str, params: Params | None = None) -> int: ...
+
+    def _run_internal(self, sql: str) -> None: ...
 
 # Logged under the adapter's name, so logging set up for common.warehouse.bigquery covers this path.
 log = logging.getLogger("common.warehouse.bigquery")
@@ -55,7 +64,7 @@ def transaction_script(statements: Sequence[Statement]) -> tuple[str, list[Query
     return "\n".join(lines), parameters
 
 
-def run_emulated_transaction(warehouse: BigQueryWarehouse, statements: Sequence[Statement]) -> list[int]:
+def run_emulated_transaction(warehouse: ScriptRunner, statements: Sequence[Statement]) -> list[int]:
     """All-or-nothing on bqemulator, which cannot bind parameters inside a script.
 
     Each table the statements write is copied first; the statements then run one by one as ordinary

@@ -16,8 +16,8 @@ import sqlglot
 from sqlglot import exp
 
 from common.errors import BadRequest, DependencyUnavailable, NotFound, TerminalError
-from common.metadata.schemas import TableSchema
 from common.warehouse.base import KeyedLocks, Params, Statement, Warehouse, WriteMode
+from common.warehouse.schema import TableSchema
 from common.warehouse.sql import parameter_names, quote_identifier, statement_shape, table_ref
 
 

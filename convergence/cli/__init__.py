@@ -15,6 +15,7 @@ from convergence.cli.output import error_line, fail
 from convergence.cli.schedules import schedules_app
 from common.errors import ConfigurationError, ConvergenceError
 from convergence.cli.stage import stage_command
+from convergence.cli.templates import templates_app
 
 app = typer.Typer(help="Convergence: per-tenant cloud cost data.", no_args_is_help=True, add_completion=False)
 console = Console()
@@ -114,6 +115,7 @@ def demo(
 
 app.add_typer(keys_app, name="keys")
 app.add_typer(schedules_app, name="schedules")
+app.add_typer(templates_app, name="templates")
 app.command("stage")(stage_command)
 
 local_app = typer.Typer(help="The deployed topology on this machine, with the official emulators.", no_args_is_help=True)

@@ -21,7 +21,7 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from convergence.cli.output import error_line, fail
+from common.bus.messages import CADENCE_PATTERN as DISPATCH_CADENCE_PATTERN
 from common.errors import (
     BadRequest,
     ConfigurationError,
@@ -31,6 +31,7 @@ from common.errors import (
     NotFound,
     TerminalError,
 )
+from convergence.cli.output import error_line, fail
 
 if TYPE_CHECKING:
     from google.cloud import scheduler_v1
@@ -50,7 +51,7 @@ def _console() -> Console:
 
 
 JOB_PREFIX = "convergence-dispatch-"
-CADENCE_PATTERN = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")  # DispatchMessage.cadence
+CADENCE_PATTERN = re.compile(DISPATCH_CADENCE_PATTERN)  # DispatchMessage.cadence
 GOOGLE_ENDPOINT = "cloudscheduler.googleapis.com"
 REQUEST_TIMEOUT_SECONDS = 30.0
 READ_RETRY_SECONDS = 20.0

@@ -15,7 +15,7 @@ import pytest
 
 from common.crypto.gcp_kms import GcpKmsKeyring
 from common.crypto.keyring import Keyring
-from common.crypto.keyset_store import WarehouseKeysetStore
+from common.metadata.keysets import WarehouseKeysetStore
 from common.warehouse.duckdb import DuckDBWarehouse
 from tests.plugins.kms_standin import create_kms_key
 

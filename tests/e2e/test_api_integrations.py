@@ -18,8 +18,10 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from common.crypto.keyring import DecryptionFailed
-from common.services.integrations import IntegrationMissing, read_credential, read_integration
-from common.services.provider_credentials import AwsAccessKey, GcpServiceAccount, GcpSettings
+from common.metadata.integrations import IntegrationMissing, read_credential, read_integration
+from common.providers.aws.credentials import AwsAccessKey
+from common.providers.credential_checks import parsed_credential, parsed_settings
+from common.providers.gcp.credentials import GcpServiceAccount, GcpSettings
 from tests.e2e.support import assert_error, assert_json
 
 MARK = "Hq4Rt8Yn"  # in every secret here: a response, row or log line showing any part of one is caught
@@ -132,7 +134,7 @@ def test_a_key_file_pasted_as_json_text_is_accepted(runtime, onboard_client, two
         assert_json(setup(onboard_client, "acme", "gcp", two_tenants["acme"], body), 200)["validated"] is True
     )
     assert (
-        read_integration(runtime, "acme", "gcp").parsed_credential().client_email == key_file["client_email"]
+        parsed_credential(read_integration(runtime, "acme", "gcp")).client_email == key_file["client_email"]
     )
 
 
@@ -332,13 +334,13 @@ def test_a_step_reads_the_credential_decrypted_but_hidden_from_repr(
     gcp = read_integration(runtime, "acme", "gcp")
     assert gcp.provider == "gcp" and gcp.settings == STORED_SETTINGS["gcp"] and gcp.validated is True
     assert_hides(repr(gcp) + str(gcp), key_file)
-    account = gcp.parsed_credential()
+    account = parsed_credential(gcp)
     assert isinstance(account, GcpServiceAccount) and account.info()["private_key"] == key_file["private_key"]
-    settings = gcp.parsed_settings()
+    settings = parsed_settings(gcp)
     assert isinstance(settings, GcpSettings)
     assert settings.table_parts() == ("acme-billing-prod", "billing_export", BILLING_TABLE.rsplit(".", 1)[1])
 
-    aws = read_integration(runtime, "acme", "aws").parsed_credential()
+    aws = parsed_credential(read_integration(runtime, "acme", "aws"))
     assert isinstance(aws, AwsAccessKey) and aws.aws_secret_access_key.get_secret_value() == AWS_SECRET
 
 

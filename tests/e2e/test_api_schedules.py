@@ -23,10 +23,11 @@ from common.bus.local import LocalBus
 from common.bus.messages import PUBSUB_EVENT_TYPE, DeadMessage, ScheduleMessage, decode_event
 from common.errors import ConfigurationError, DependencyUnavailable
 from common.runtime import Runtime
-from common.wiring import set_runtime
-from common.services.schedules import MAX_SCHEDULES_PER_TENANT, dispatch_due
-from common.wiring import trigger_schedules as handle_dispatch_event
+from common.services.dispatcher import dispatch_due
+from common.services.tenant_schedules import MAX_SCHEDULES_PER_TENANT
 from common.warehouse.bigquery import BigQueryWarehouse
+from common.wiring import set_runtime
+from common.wiring import trigger_schedules as handle_dispatch_event
 from tests.conftest import function_client, wait_for_bus
 from tests.e2e.cost_support import platform_runtime
 from tests.e2e.support import assert_error, assert_json

@@ -25,7 +25,7 @@ from common.settings import Settings
 
 CONVERGENCE = Path(sys.executable).with_name("convergence")
 RUNS_COMPLETE = re.compile(r"(?P<done>\d+)/(?P<total>\d+) runs COMPLETE")
-SAMPLES = Path(__file__).resolve().parents[2] / "common" / "demo" / "samples"
+SAMPLES = Path(__file__).resolve().parents[2] / "convergence" / "demo" / "samples"
 TENANTS = ("acme_demo", "globex_demo")
 PIPELINES = {
     "acme_demo": {

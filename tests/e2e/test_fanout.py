@@ -10,7 +10,7 @@ import pytest
 
 from common.bus.messages import DispatchMessage, ScheduleMessage, encode
 from common.runtime import Runtime
-from common.services import scheduling
+from common.services import fanout, runs
 from common.settings import reset_settings
 from tests.conftest import wait_for_bus
 
@@ -35,7 +35,7 @@ def tenants(small_chunks: None, onboard_org: Callable[[str], str], runtime: Runt
 def runs_of(rt: Runtime, tenant: str, trigger_type: str) -> list[dict[str, Any]]:
     return [
         r
-        for r in scheduling.runs.latest_runs(rt.warehouse, tenant, limit=100)
+        for r in runs.latest_runs(rt.warehouse, tenant, limit=100)
         if r["trigger_type"] == trigger_type
     ]
 
@@ -71,16 +71,16 @@ def test_a_message_for_every_tenant_starts_one_run_per_active_tenant_in_chunks(
 def test_a_redelivered_slot_never_starts_a_tenants_run_twice(tenants: list[str], runtime: Runtime) -> None:
     message = ScheduleMessage(template=TEMPLATE, tenants=tenants[:3], schedule_id="nightly",
                               due_at="2026-11-22T06:00:00Z")  # fmt: skip
-    first = scheduling.start_chunk(runtime, message)
+    first = fanout.start_chunk(runtime, message)
     wait_for_bus(runtime)
-    again = scheduling.start_chunk(runtime, message)
+    again = fanout.start_chunk(runtime, message)
     wait_for_bus(runtime)
 
     assert first == {"unknown_tenants": 0, "started": 3}
     assert again == {"unknown_tenants": 0, "already_started": 3}
     assert all(len(runs_of(runtime, t, "schedule")) == 1 for t in tenants[:3])
     next_slot = message.model_copy(update={"due_at": "2026-11-23T06:00:00Z"})
-    assert scheduling.start_chunk(runtime, next_slot)["started"] == 3
+    assert fanout.start_chunk(runtime, next_slot)["started"] == 3
 
 
 def test_bulk_runs_carry_trigger_type_bulk_and_unknown_tenants_are_counted_not_started(
@@ -88,7 +88,7 @@ def test_bulk_runs_carry_trigger_type_bulk_and_unknown_tenants_are_counted_not_s
 ) -> None:
     message = ScheduleMessage(template=TEMPLATE, tenants=[tenants[0], "nobody_here"], trigger_type="bulk",
                               trigger_by="operator")  # fmt: skip
-    outcome = scheduling.start_chunk(runtime, message)
+    outcome = fanout.start_chunk(runtime, message)
     wait_for_bus(runtime)
 
     assert outcome == {"unknown_tenants": 1, "started": 1}
@@ -101,7 +101,7 @@ def test_a_chunk_out_of_time_hands_its_remaining_tenants_on_and_all_still_start(
     clock = itertools.count(0, 200)  # each look at the clock is 200 s later: the 420 s budget ends early
     message = ScheduleMessage(template=TEMPLATE, tenants=tenants[:3], trigger_type="bulk", trigger_by="slow")
 
-    outcome = scheduling.start_chunk(runtime, message, now=lambda: next(clock))
+    outcome = fanout.start_chunk(runtime, message, now=lambda: next(clock))
     wait_for_bus(runtime, timeout=120)
 
     assert outcome["started"] == 2 and outcome["handed_on"] == 1
@@ -113,7 +113,7 @@ def test_chunks_for_ten_thousand_tenants_stay_far_below_the_event_size_limit(run
     size = runtime.settings.fanout_chunk_size
     parts = [ScheduleMessage(template=TEMPLATE, tenants=part, chunk=i, schedule_id="nightly",
                              due_at="2026-11-22T06:00:00Z")
-             for i, part in enumerate(scheduling.chunks(longest, size))]  # fmt: skip
+             for i, part in enumerate(fanout.chunks(longest, size))]  # fmt: skip
 
     assert len(parts) == 10_000 // size
     assert max(len(encode(p)) for p in parts) < 512 * 1024 // 10

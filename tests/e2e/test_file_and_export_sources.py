@@ -41,7 +41,7 @@ from common.runtime import Runtime
 from common.wiring import build_runtime, set_runtime
 from common.services.integrations import setup_integration
 from common.settings import get_settings, reset_settings
-from common.sources.gcp_export import (
+from common.providers.gcp.billing_export import (
     GOOGLE_TOKEN_URI,
     READ_ONLY_SCOPE,
     ExportTable,

@@ -19,10 +19,11 @@ import pytest
 
 from common.bus.messages import StepMessage, encode
 from common.bus.pubsub import PubSubBus, publisher_client, subscriber_client
-from convergence.pubsub_admin import ensure_topology, subscription_names
+from common.bus.topology import subscription_names
+from common.errors import ConfigurationError, DependencyUnavailable
 from convergence.emulators.process import free_port, port_open
 from convergence.emulators.pubsub import live_group_members, start_pubsub_emulator
-from common.errors import ConfigurationError, DependencyUnavailable
+from convergence.pubsub_admin import ensure_topology
 
 NAMES = SimpleNamespace(
     steps_topic="convergence-steps",

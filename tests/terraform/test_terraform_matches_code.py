@@ -1,15 +1,15 @@
 """terraform/ deploys exactly what the code reads: one source of truth, so a rename in one place fails here.
 
-Topics, subscriptions, environment variables, entry points, the schedules file and the numbers of the
-delivery policy are read from the code (Settings, pubsub_admin, local_stack, functions/*/main.py,
-DispatchMessage, StepSpec) and compared with what the Terraform configuration evaluates to.
+Topics, subscriptions, push targets and the numbers of the delivery policy are read from the topology
+declaration (common.bus.topology, built from Settings); environment variables, entry points and the
+schedules file from Settings, local_stack, functions/*/main.py, DispatchMessage and StepSpec. Each is
+compared with what the Terraform configuration evaluates to.
 """
 
 from __future__ import annotations
 
 import ast
 import base64
-import inspect
 import json
 import re
 import zoneinfo
@@ -23,10 +23,10 @@ from annotated_types import Le
 
 from common.api.routes import ROUTES
 from common.bus.messages import DispatchMessage
-from convergence.pubsub_admin import ensure_topology, subscription_names
-from convergence.local_stack import FUNCTIONS as LOCAL_FUNCTIONS
+from common.bus.topology import declare_topology
 from common.settings import CONFIGS_DIR, Settings, load_settings
 from common.templates.models import StepSpec
+from convergence.local_stack import FUNCTIONS as LOCAL_FUNCTIONS
 from tests.terraform.hcl_config import REPO, Instance, Unknown, block, blocks, module_instance, root_instance
 
 PROJECT = "my-project"
@@ -44,6 +44,7 @@ REQUIRED_ENVIRONMENT = {
 SMTP = {"host": "smtp.example.com", "port": 587, "username": "convergence", "from": "c@example.com",
         "starttls": True, "password_secret": "smtp-password"}  # fmt: skip
 MAX_STEP_SECONDS = next(m.le for m in StepSpec.model_fields["timeout_seconds"].metadata if isinstance(m, Le))
+TOPOLOGY = declare_topology(SimpleNamespace(**DEFAULTS))  # what every reader of the topology builds
 
 
 @pytest.fixture(scope="module", params=["defaults", "with_smtp"])
@@ -98,13 +99,22 @@ def test_topic_and_dataset_variables_default_to_settings(plain: Instance) -> Non
         assert plain.variables[name] == DEFAULTS[name], name
 
 
-def test_topics_are_the_settings_topics(plain: Instance) -> None:
+def subscriptions_by_name(pubsub: Instance) -> dict[str, dict[str, Any]]:
+    """The module's google_pubsub_subscription bodies, keyed by the subscription name they evaluate to."""
+    return {
+        pubsub.eval(body["name"]): body
+        for body in pubsub.module.of_type("google_pubsub_subscription").values()
+    }
+
+
+def test_topics_are_the_declared_topics(plain: Instance) -> None:
     pubsub = module_instance(plain, "pubsub")
     names = {pubsub.eval(body["name"]) for body in pubsub.module.of_type("google_pubsub_topic").values()}
+    assert names == set(TOPOLOGY.topics)
     assert names == {DEFAULTS["steps_topic"], DEFAULTS["schedules_topic"], DEFAULTS["dead_letter_topic"]}
 
 
-def test_subscriptions_are_named_and_attached_as_pubsub_admin_makes_them(plain: Instance) -> None:
+def test_subscriptions_are_named_and_attached_as_declared(plain: Instance) -> None:
     pubsub = module_instance(plain, "pubsub")
     topics = {
         name: pubsub.eval(body["name"]) for name, body in pubsub.module.of_type("google_pubsub_topic").items()
@@ -114,54 +124,65 @@ def test_subscriptions_are_named_and_attached_as_pubsub_admin_makes_them(plain: 
         topic_ref = pubsub.eval(body["topic"])
         assert isinstance(topic_ref, Unknown) and topic_ref.expr.startswith("google_pubsub_topic.")
         attached[topics[topic_ref.expr.split(".")[1]]] = pubsub.eval(body["name"])
-    assert attached == subscription_names(SimpleNamespace(**DEFAULTS))
+    assert attached == TOPOLOGY.subscription_names()
 
 
-def test_only_the_steps_subscription_dead_letters_after_step_max_attempts(plain: Instance) -> None:
+def test_only_the_declared_subscription_dead_letters_after_step_max_attempts(plain: Instance) -> None:
     pubsub = module_instance(plain, "pubsub")
-    subscriptions = pubsub.module.of_type("google_pubsub_subscription")
+    subscriptions = subscriptions_by_name(pubsub)
     with_policy = {name for name, body in subscriptions.items() if blocks(body.get("dead_letter_policy"))}
-    assert with_policy == {"steps_push"}
-    steps = subscriptions["steps_push"]
-    assert pubsub.eval(steps["name"]) == f"{DEFAULTS['steps_topic']}-push"
-    policy = pubsub.eval(block(steps, "dead_letter_policy"))
-    assert policy["dead_letter_topic"] == Unknown("google_pubsub_topic.dead_letter.id")
-    assert policy["max_delivery_attempts"] == DEFAULTS["step_max_attempts"] == 5
+    declared = {s.name: s.dead_letter for s in TOPOLOGY.subscriptions if s.dead_letter}
+    assert with_policy == set(declared) == {f"{DEFAULTS['steps_topic']}-push"}
+    topics = {f"google_pubsub_topic.{name}.id": pubsub.eval(body["name"])
+              for name, body in pubsub.module.of_type("google_pubsub_topic").items()}  # fmt: skip
+    for name, dead_letter in declared.items():
+        policy = pubsub.eval(block(subscriptions[name], "dead_letter_policy"))
+        assert isinstance(policy["dead_letter_topic"], Unknown)
+        assert topics[policy["dead_letter_topic"].expr] == dead_letter.topic
+        assert policy["max_delivery_attempts"] == dead_letter.max_delivery_attempts
+    assert TOPOLOGY.max_delivery_attempts == DEFAULTS["step_max_attempts"] == 5
+    assert plain.variables["step_max_attempts"] == TOPOLOGY.max_delivery_attempts
 
 
-def test_every_subscription_outlasts_the_longest_step_and_retries_like_the_emulator_topology(
-    plain: Instance,
-) -> None:
+def test_every_subscription_outlasts_the_longest_step_and_retries_as_declared(plain: Instance) -> None:
     assert MAX_STEP_SECONDS == 540
-    defaults = {n: p.default for n, p in inspect.signature(ensure_topology).parameters.items()}
+    assert MAX_STEP_SECONDS <= TOPOLOGY.ack_deadline_seconds <= 600
+    assert plain.variables["ack_deadline_seconds"] == TOPOLOGY.ack_deadline_seconds
+    assert (plain.variables["retry_minimum_backoff_seconds"], plain.variables["retry_maximum_backoff_seconds"]) == (
+        TOPOLOGY.retry.minimum_backoff_seconds, TOPOLOGY.retry.maximum_backoff_seconds)  # fmt: skip
     pubsub = module_instance(plain, "pubsub")
     for name, body in pubsub.module.of_type("google_pubsub_subscription").items():
         deadline = pubsub.eval(body["ack_deadline_seconds"])
         assert MAX_STEP_SECONDS <= deadline <= 600, name
-        assert deadline == defaults["ack_deadline_seconds"], name
+        assert deadline == TOPOLOGY.ack_deadline_seconds, name
         retry = pubsub.eval(block(body, "retry_policy"))
-        assert retry == {"minimum_backoff": f"{defaults['minimum_backoff']:g}s",
-                         "maximum_backoff": f"{defaults['maximum_backoff']:g}s"}, name  # fmt: skip
+        assert retry == {"minimum_backoff": f"{TOPOLOGY.retry.minimum_backoff_seconds:g}s",
+                         "maximum_backoff": f"{TOPOLOGY.retry.maximum_backoff_seconds:g}s"}, name  # fmt: skip
         assert pubsub.eval(block(body, "expiration_policy")) == {"ttl": ""}, f"{name} must never expire"
 
 
-def test_push_subscriptions_reach_the_functions_the_local_stack_wires(plain: Instance) -> None:
-    # convergence/local_stack.py: steps and dead-letter topics -> step_execute, schedules topic -> trigger_schedules.
-    expected = {
-        "steps_push": "step_execute",
-        "dead_letter_push": "step_execute",
-        "schedules_push": "trigger_schedules",
-    }
+def test_push_subscriptions_reach_the_declared_functions(plain: Instance) -> None:
+    # The same declaration tells convergence/local_stack.py where each subscription pushes.
     pubsub = module_instance(plain, "pubsub")
-    for name, body in pubsub.module.of_type("google_pubsub_subscription").items():
-        push = pubsub.eval(block(body, "push_config"))
-        service = f'module.function["{expected[name]}"].service_uri'
-        assert isinstance(push["push_endpoint"], Unknown) and push["push_endpoint"].expr.startswith(
-            service + "/"
-        )
+    subscriptions = subscriptions_by_name(pubsub)
+    assert set(subscriptions) == {s.name for s in TOPOLOGY.subscriptions}
+    for declared in TOPOLOGY.subscriptions:
+        push = pubsub.eval(block(subscriptions[declared.name], "push_config"))
+        service = f'module.function["{declared.function}"].service_uri'
+        assert push["push_endpoint"] == Unknown(declared.push_endpoint(service, PROJECT)), declared.name
         token = push["oidc_token"][0]
         assert token == {"service_account_email": Unknown("google_service_account.push.email"),
-                         "audience": Unknown(service)}, name  # fmt: skip
+                         "audience": Unknown(service)}, declared.name  # fmt: skip
+
+
+def test_declared_push_targets_are_deployed_cloudevent_functions(plain: Instance) -> None:
+    deployed = deployments(plain)
+    for declared in TOPOLOGY.subscriptions:
+        spec = deployed[declared.function]
+        assert spec["signature_type"] == "cloudevent", declared.name
+        entry_points = decorated_functions(REPO / "functions" / spec["source"] / "main.py")
+        # the handler of one-process mode is an entry point of the same source, as common.wiring names it
+        assert entry_points.get(declared.handler) == "cloudevent", declared.name
 
 
 def test_pubsub_service_agent_may_dead_letter(plain: Instance) -> None:
@@ -321,10 +342,13 @@ def test_kms_roles_follow_the_code_that_calls_the_keyring(plain: Instance) -> No
     encrypters = plain.eval(plain.module.locals["kms_encrypters"])
     decrypters = set(plain.eval(plain.module.locals["kms_decrypters"]))
     assert encrypters == ["onboard"]
-    processors = REPO / "common" / "processors"
+    # Processors are common/processors/ and each provider package's `processors` module.
+    processors = [
+        *(REPO / "common" / "processors").glob("*.py"),
+        *(REPO / "common" / "providers").glob("*/processors.py"),
+    ]
     reads_secrets = any(
-        re.search(r"read_credential|read_integration|\.keyring\b", p.read_text())
-        for p in processors.glob("*.py")
+        re.search(r"read_credential|read_integration|\.keyring\b", p.read_text()) for p in processors
     )
     assert decrypters == ({"onboard", "step_execute"} if reads_secrets else {"onboard"})
     kms = module_instance(plain, "kms")

@@ -19,7 +19,8 @@ import pytest
 from convergence.demo.provider_apis import Fault, ProviderApiServer
 from common.errors import TerminalError, TransientError
 from common.settings import Settings
-from common.sources import anthropic_costs, openai_costs
+from common.providers.anthropic import costs_api as anthropic_costs
+from common.providers.openai import costs_api as openai_costs
 from common.sources.cost_window import CostFetch, CostWindow
 from common.sources.provider_http import MAX_WAIT_SECONDS, ProviderApi
 

@@ -27,7 +27,8 @@ from convergence.cli.keys import keys_app
 from common.crypto.api_keys import KEY_PURPOSE, hash_api_key
 from common.crypto.gcp_kms import CloudKmsKek, GcpKmsKeyring, build_kms_client
 from common.crypto.keyring import DecryptionFailed, associated_data
-from common.crypto.keyset_store import InMemoryKeysetStore, WarehouseKeysetStore
+from common.crypto.keyset_store import InMemoryKeysetStore
+from common.metadata.keysets import WarehouseKeysetStore
 from common.crypto.local import LocalKeyring
 from common.crypto.tenant_keys import (
     CURRENT,
@@ -39,6 +40,7 @@ from common.crypto.tenant_keys import (
 from convergence.emulators.kms_standin import KmsStandin, start_kms_standin
 from convergence.emulators.process import free_port
 from common.errors import ConfigurationError, DependencyUnavailable
+from common.metadata.integrations import read_credential
 from common.runtime import Runtime
 from common.services import integrations, key_rotation
 from common.services.key_rotation import NotRotatable, rewrap_all
@@ -333,7 +335,7 @@ def assert_all_under_primary_and_readable(rt: Runtime, standin: KmsStandin, keys
             {"h": hash_api_key(key)},
         )
         assert fresh.decrypt(org, KEY_PURPOSE, base64.b64decode(rows[0]["encrypted_key"])).decode() == key
-        assert integrations.read_credential(rt, org, "deepseek") == deepseek_key(org)
+        assert read_credential(rt, org, "deepseek") == deepseek_key(org)
 
 
 def test_rewrap_reencrypts_everything_under_the_new_primary(

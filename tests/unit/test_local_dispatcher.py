@@ -130,9 +130,9 @@ def test_stop_waits_for_the_tick_in_progress(runtime):
 
 def test_the_default_tick_calls_dispatch_due_of_the_schedules_service(runtime, monkeypatch):
     calls = []
-    schedules = types.ModuleType("common.services.schedules")
+    schedules = types.ModuleType("common.services.dispatcher")
     schedules.dispatch_due = lambda rt, cadence, now: calls.append((rt, cadence, now)) or {"started": 1}
-    monkeypatch.setitem(sys.modules, "common.services.schedules", schedules)
+    monkeypatch.setitem(sys.modules, "common.services.dispatcher", schedules)
     dispatcher = LocalDispatcher(runtime, 60.0, clock=lambda: START)
     assert dispatcher.tick() == {"started": 1}
     assert calls == [(runtime, None, START)]

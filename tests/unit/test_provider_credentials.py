@@ -14,17 +14,11 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from google.oauth2 import service_account
 
-from common.services.provider_credentials import (
-    AwsAccessKey,
-    AwsRoleArn,
-    AzureServicePrincipal,
-    GcpServiceAccount,
-    InvalidCredential,
-    InvalidSettings,
-    parse_credential,
-    parse_settings,
-    settings_document,
-)
+from common.providers.aws.credentials import AwsAccessKey, AwsRoleArn
+from common.providers.azure.credentials import AzureServicePrincipal
+from common.providers.base import InvalidCredential, InvalidSettings
+from common.providers.credential_checks import parse_credential, parse_settings, settings_document
+from common.providers.gcp.credentials import GcpServiceAccount
 
 MARK = "Zq9Xw7Vu"  # in every secret below, so a refusal that leaks any part of one is caught
 AWS_KEY_ID = "AKIAZQ9XW7VU12345678"

@@ -464,7 +464,7 @@ def _leftover(value: Any) -> set[str]:
 # -- loader: names from URLs are never paths --------------------------------------------------------------
 
 VALID_TEMPLATE = (
-    "description: planted\nsteps:\n  - {step_id: s, ps_type: notify.email, to: ops@example.com}\n"
+    "description: planted\nsteps:\n  - {step_id: s, ps_type: notify.email, to: ops@example.com, subject: planted}\n"
 )
 
 

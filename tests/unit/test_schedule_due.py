@@ -18,7 +18,8 @@ from common.services.cron import (
     parse_time_zone,
     shortest_interval,
 )
-from common.services.schedules import CATCH_UP, check_platform_config, due_slot, platform_config
+from common.services.dispatcher import CATCH_UP, due_slot
+from common.services.schedule_config import check_platform_config, platform_config
 from common.settings import CONFIGS_DIR
 
 UTC = dt.UTC

@@ -1,4 +1,4 @@
-# The topology of convergence/pubsub_admin.py in Google Cloud: three topics and one push subscription each.
+# The topology declared in common/bus/topology.py, in Google Cloud: three topics and one push subscription each.
 #
 #   steps topic        --push--> step_execute  (after N deliveries: dead-letter topic)
 #   dead-letter topic  --push--> step_execute  (recognises CloudPubSubDeadLetterSourceDeliveryCount)

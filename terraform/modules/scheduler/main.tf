@@ -1,7 +1,7 @@
 # One Cloud Scheduler dispatcher job per cadence (the `dispatchers:` of configs/schedules.yml), never one
 # per schedule or per tenant (1,000 jobs per region): each tick publishes one convergence.dispatch/v1
 # message (common.bus.messages.DispatchMessage) to the schedules topic, and trigger_schedules works out
-# which platform and tenant schedules are due (common.services.schedules.dispatch_due) and fans them out.
+# which platform and tenant schedules are due (common.services.dispatcher.dispatch_due) and fans them out.
 
 resource "google_cloud_scheduler_job" "dispatcher" {
   for_each = var.dispatchers

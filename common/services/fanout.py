@@ -1,4 +1,4 @@
-"""Scheduled and bulk runs: one schedules message starts a template for many tenants, in two levels.
+"""Fan-out of scheduled and bulk runs: one schedules message starts a template for many tenants, in two levels.
 
 Level 1: a message for `"*"` (every active tenant) or for more tenants than FANOUT_CHUNK_SIZE only splits the
 tenant list into chunks and publishes one message per chunk, batched. Level 2: a chunk message starts the
@@ -24,8 +24,8 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 from common.bus.messages import ScheduleMessage, StepMessage
-from common.errors import Conflict, ConvergenceError, TerminalError
-from common.metadata import control
+from common.errors import Conflict, ConvergenceError
+from common.metadata import organizations
 from common.runtime import Runtime
 from common.services import pipelines, runs
 
@@ -50,7 +50,7 @@ def chunks(tenants: Sequence[str], size: int) -> Iterator[list[str]]:
 def fan_out(rt: Runtime, message: ScheduleMessage) -> dict[str, int]:
     """Level 1: publish one chunk message per FANOUT_CHUNK_SIZE tenants; nothing is started here."""
     size = rt.settings.fanout_chunk_size
-    tenants = control.active_org_slugs(rt) if message.tenants == "*" else sorted(set(message.tenants))
+    tenants = organizations.active_org_slugs(rt) if message.tenants == "*" else sorted(set(message.tenants))
     parts = [
         message.model_copy(update={"tenants": part, "chunk": index})
         for index, part in enumerate(chunks(tenants, size))
@@ -70,7 +70,7 @@ def start_chunk(rt: Runtime, message: ScheduleMessage, *, now: Any = time.monoto
     provider, domain, template = message.template.split("/")
     deadline = now() + rt.settings.fanout_time_budget_seconds
     wanted = list(dict.fromkeys(message.tenants))
-    active = set(control.active_org_slugs(rt, wanted))
+    active = set(organizations.active_org_slugs(rt, wanted))
     outcome: Counter[str] = Counter(unknown_tenants=len([t for t in wanted if t not in active]))
     body = dict(message.parameters) | {"trigger_by": message.trigger_by}
     tenants = [t for t in wanted if t in active]

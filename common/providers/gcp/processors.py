@@ -1,29 +1,30 @@
 """gcp.billing_export: copy one UTC day (the run's `date`) of the tenant's billing export into its dataset.
 
 The export table is the gcp integration's `billing_export_table` (project.dataset.table). Re-running a day
-replaces that day, so the destination never holds a row twice (common/sources/gcp_export.py says how the
-export is reached in each mode).
+replaces that day, so the destination never holds a row twice (`billing_export` says how the export is
+reached in each mode).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from common.errors import ConfigurationError
+from common.errors import ConfigurationError, TerminalError
+from common.metadata.integrations import Integration, read_integration
 from common.metadata.schemas import load_schema
-from common.processors.file_sources import step_config
 from common.processors.registry import StepContext, StepResult, processor
-from common.services.integrations import read_integration
-from common.sources.gcp_export import (
+from common.providers.gcp.billing_export import (
     ExportTable,
     copy_from_tenant_project,
     copy_within_engine,
     tenant_bigquery_client,
     uses_platform_engine,
 )
+from common.providers.gcp.credentials import GcpServiceAccount, GcpSettings
 from common.tenancy import WritableTable
+from common.types import TABLE_NAME_PATTERN
 
 SCHEMA = "gcp_billing_export_v1"
 
@@ -34,8 +35,22 @@ class BillingExportConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     table: WritableTable = Field(
-        SCHEMA, pattern=r"^[a-z][a-z0-9_]{0,63}$", description="destination table of the tenant"
+        SCHEMA, pattern=TABLE_NAME_PATTERN, description="destination table of the tenant"
     )
+
+
+def _stored_integration(integration: Integration) -> tuple[GcpSettings, GcpServiceAccount]:
+    """The integration's settings and key file as their models (both were checked when it was set up)."""
+    try:
+        settings = GcpSettings.model_validate(integration.settings)
+        account = GcpServiceAccount.model_validate_json(integration.credential.get_secret_value())
+    except ValidationError:
+        raise TerminalError(
+            f"the gcp integration of {integration.org_slug} no longer holds a usable key file and export"
+            " table; set it up again",
+            code="invalid_credential",
+        ) from None
+    return settings, account
 
 
 def _run_day(ctx: StepContext) -> dt.date:
@@ -45,20 +60,20 @@ def _run_day(ctx: StepContext) -> dt.date:
     return value
 
 
-@processor("gcp.billing_export")
-def copy_billing_export(ctx: StepContext) -> StepResult:
+@processor("gcp.billing_export", config=BillingExportConfig)
+def copy_billing_export(ctx: StepContext, config: BillingExportConfig) -> StepResult:
     """Replace the run's day in the destination with the same day of the tenant's billing export."""
-    config: BillingExportConfig = step_config(ctx, BillingExportConfig)
     day = _run_day(ctx)
     rt, tenant = ctx.runtime, ctx.tenant_id
     integration = read_integration(rt, tenant, "gcp")
-    source = ExportTable(*integration.parsed_settings().table_parts())  # type: ignore[attr-defined]
+    settings, account = _stored_integration(integration)
+    source = ExportTable(*settings.table_parts())
     schema = load_schema("tenant", SCHEMA).model_copy(update={"name": config.table})
     ctx.warehouse.create_table(tenant, schema)
     if uses_platform_engine(rt.settings):
         outcome = copy_within_engine(ctx.warehouse, rt.settings, tenant, schema, source, day)
     else:
-        key = integration.parsed_credential().info()  # type: ignore[union-attr]
+        key = account.info()
         client = tenant_bigquery_client(key)
         try:
             outcome = copy_from_tenant_project(ctx.warehouse, tenant, schema, source, day, client)

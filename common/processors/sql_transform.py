@@ -1,33 +1,38 @@
-"""gcp.bq_etl (alias gcp.bigquery_to_bigquery): a GoogleSQL SELECT written into a tenant table.
+"""sql.transform: a SELECT (GoogleSQL, run by whichever warehouse is in use) written into a tenant table.
 
-Idempotent by construction: `replace_partition` deletes the partition it is about to write in the same
-transaction, so a redelivered or re-run step leaves the table as one run would.
+It was first named for BigQuery; `gcp.bq_etl` and `gcp.bigquery_to_bigquery` stay aliases, so templates
+written with those names run unchanged. Idempotent by construction: `replace_partition` deletes the
+partition it is about to write in the same transaction, so a redelivered or re-run step leaves the table
+as one run would.
 """
 
 from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from common.errors import ConfigurationError
-from common.metadata.reference import load_reference_table
-from common.metadata.schemas import load_schema
+from common.metadata.reference import REFERENCE_DIR, load_reference_table
+from common.metadata.schemas import load_schema, schema_names
 from common.processors.registry import StepContext, StepResult, processor
+from common.types import COLUMN_NAME_PATTERN, TABLE_NAME_PATTERN, VARIABLE_NAME_PATTERN
 from common.warehouse.sql import quote_identifier, table_ref
 
-IDENT = r"^[a-z][a-z0-9_]{0,63}$"
+IDENT = TABLE_NAME_PATTERN
 
 
 class Destination(BaseModel):
+    """The table a transform writes and how it replaces what an earlier run wrote."""
+
     model_config = ConfigDict(extra="forbid")
 
     table: str = Field(pattern=IDENT)
     schema_name: str | None = Field(None, alias="schema", pattern=IDENT)
     write_mode: Literal["replace_partition", "replace_where", "truncate", "append"] = "replace_partition"
-    partition_column: str | None = Field(None, pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,299}$")
+    partition_column: str | None = Field(None, pattern=COLUMN_NAME_PATTERN)
     partition_value: str = Field(
-        "date", pattern=r"^[a-z_][a-z0-9_]*$", description="variable naming the partition"
+        "date", pattern=VARIABLE_NAME_PATTERN, description="variable naming the partition"
     )
     replace_where: str | None = Field(
         None,
@@ -35,15 +40,28 @@ class Destination(BaseModel):
     )
 
     @model_validator(mode="after")
-    def _replace_where_needs_condition(self) -> Destination:
+    def _write_mode_has_what_it_needs(self) -> Destination:
         if (self.write_mode == "replace_where") != bool(self.replace_where):
             raise ValueError(
                 "replace_where (the condition) goes with write_mode: replace_where, and only with it"
             )
+        if self.write_mode == "replace_partition" and not self.partition_column:
+            raise ValueError("write_mode replace_partition needs partition_column")
+        _require_schemas([self.schema_name or self.table])
         return self
 
 
-class EtlConfig(BaseModel):
+def _require_schemas(tables: list[str]) -> list[str]:
+    """`tables`, each having a tenant schema in configs/schemas/tenant/ (else a ValueError naming one)."""
+    missing = [t for t in tables if t not in schema_names("tenant")]
+    if missing:
+        raise ValueError(f"no schema configs/schemas/tenant/{missing[0]}.json (name one with `schema`)")
+    return tables
+
+
+class TransformConfig(BaseModel):
+    """A sql.transform step as written in a template."""
+
     model_config = ConfigDict(extra="forbid")
 
     sql: str = Field(min_length=1)
@@ -56,10 +74,23 @@ class EtlConfig(BaseModel):
         description="platform reference tables (configs/reference/*.csv) loaded into the dataset",
     )
 
+    @field_validator("source_tables")
+    @classmethod
+    def _sources_have_schemas(cls, value: list[str]) -> list[str]:
+        return _require_schemas(value)
 
-@processor("gcp.bq_etl", "gcp.bigquery_to_bigquery")
-def run_etl(ctx: StepContext) -> StepResult:
-    config = EtlConfig.model_validate(ctx.config)
+    @field_validator("reference_tables")
+    @classmethod
+    def _references_are_shipped(cls, value: list[str]) -> list[str]:
+        missing = [name for name in value if not (REFERENCE_DIR / f"{name}.csv").is_file()]
+        if missing:
+            raise ValueError(f"no reference table configs/reference/{missing[0]}.csv")
+        return value
+
+
+@processor("sql.transform", "gcp.bq_etl", "gcp.bigquery_to_bigquery", config=TransformConfig)
+def run_transform(ctx: StepContext, config: TransformConfig) -> StepResult:
+    """Create the tables the SQL reads and writes, then replace the destination's rows in one transaction."""
     wh, dataset, dest = ctx.warehouse, ctx.tenant_id, config.destination
     for source in config.source_tables:
         wh.create_table(dataset, load_schema("tenant", source))

@@ -1,0 +1,28 @@
+"""The control dataset itself: the tables it holds, how SQL names one, and whether they all exist.
+
+Each table's SQL lives in the repository module named for it (`organizations`, `subscriptions`, `api_keys`,
+`usage`, `rate_windows`, ...); they all name their table through `control_ref`.
+"""
+
+from __future__ import annotations
+
+from common.runtime import Runtime
+from common.warehouse.sql import table_ref
+
+CONTROL_TABLES = (
+    "org_profiles", "org_subscriptions", "org_api_keys", "org_integration_credentials", "tenant_keysets",
+    "org_usage", "org_rate_windows",
+    "org_schedules", "schedule_dispatches",
+)  # fmt: skip
+
+
+def control_ref(rt: Runtime, table: str) -> str:
+    """`control_dataset`.`table`, quoted for GoogleSQL."""
+    return table_ref(rt.settings.control_dataset, table)
+
+
+def is_bootstrapped(rt: Runtime) -> bool:
+    """Whether every control table exists."""
+    dataset = rt.settings.control_dataset
+    present = set(rt.warehouse.list_tables(dataset)) if rt.warehouse.dataset_exists(dataset) else set()
+    return set(CONTROL_TABLES) <= present
