@@ -175,6 +175,8 @@ def read_body(request: flask.Request, limit: int) -> bytes:
 
 
 def _default(value: Any) -> Any:
+    if isinstance(value, BaseModel):  # an answer model (e.g. a run): its fields, then encoded as below
+        return value.model_dump()
     if isinstance(value, dt.datetime):
         return value.isoformat().replace("+00:00", "Z")
     if isinstance(value, dt.date | dt.time):

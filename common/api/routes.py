@@ -110,11 +110,11 @@ def run_pipeline(ctx: RequestContext, org: str, provider: str, domain: str, temp
     )  # fmt: skip
     message = "replayed: this Idempotency-Key already started this run" if replayed else "run accepted"
     return 202, {
-        "pipeline_logging_id": run["pipeline_logging_id"],
-        "pipeline_id": run["pipeline_id"],
-        "status": run["status"] if replayed else "PENDING",
+        "pipeline_logging_id": run.pipeline_logging_id,
+        "pipeline_id": run.pipeline_id,
+        "status": run.status if replayed else "PENDING",
         "message": message,
-        "parameters": run["parameters"],
+        "parameters": run.parameters,
         "replayed": replayed,
     }
 

@@ -9,24 +9,25 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any
 
 from common.bus.messages import DeadMessage, StepMessage
 from common.errors import ConvergenceError, TransientError
+from common.metadata import runs
+from common.metadata.runs import RunRecord, StepRecord
 from common.processors.registry import StepContext, get_processor
 from common.runtime import Runtime
-from common.services import runs
 from common.templates.models import ResolvedPipeline
+from common.types import utcnow
 
 log = logging.getLogger(__name__)
 
 
-def _run_failed(pipeline: ResolvedPipeline, states: dict[int, dict[str, Any]], upto: int) -> str | None:
+def _run_failed(pipeline: ResolvedPipeline, states: dict[int, StepRecord], upto: int) -> str | None:
     """The error of the first stopping failure before step `upto`, if any."""
     for index in range(upto):
         record = states.get(index)
-        if record and record["status"] == "FAILED" and pipeline.steps[index].on_failure == "stop":
-            return f"step {pipeline.steps[index].step_id} failed: {record.get('error_message') or 'error'}"
+        if record and record.status == "FAILED" and pipeline.steps[index].on_failure == "stop":
+            return f"step {pipeline.steps[index].step_id} failed: {record.error_message or 'error'}"
     return None
 
 
@@ -35,27 +36,28 @@ def _should_run(trigger: str, failed: bool) -> bool:
 
 
 def _advance(
-    rt: Runtime, tenant_id: str, latest: dict, pipeline: ResolvedPipeline, index: int, states: dict
+    rt: Runtime, tenant_id: str, latest: RunRecord, pipeline: ResolvedPipeline, index: int,
+    states: dict[int, StepRecord],
 ) -> StepMessage | None:
     """After step `index` is final: the next step's message, or None when the run is closed or moving."""
     if index + 1 < len(pipeline.steps):
         if index + 1 in states:
             return None
-        return StepMessage(run_id=latest["pipeline_logging_id"], tenant_id=tenant_id, step_index=index + 1)
-    if latest["status"] not in runs.FINAL_RUN_STATUSES:
+        return StepMessage(run_id=latest.pipeline_logging_id, tenant_id=tenant_id, step_index=index + 1)
+    if latest.status not in runs.FINAL_RUN_STATUSES:
         failed = _run_failed(pipeline, states, len(pipeline.steps)) is not None
         error = _failure_summary(pipeline, states) if failed else None
         runs.append_run_status(rt.warehouse, tenant_id, latest, "FAILED" if failed else "COMPLETE", error_message=error)
     return None
 
 
-def _failure_summary(pipeline: ResolvedPipeline, states: dict[int, dict[str, Any]]) -> str:
+def _failure_summary(pipeline: ResolvedPipeline, states: dict[int, StepRecord]) -> str:
     """Every failed step's error, in step order: the first explains the run, later ones (e.g. a
     notification that could not be sent) are worth knowing too."""
     return "; ".join(
-        f"step {step.step_id} failed: {states[i].get('error_message') or 'error'}"
+        f"step {step.step_id} failed: {states[i].error_message or 'error'}"
         for i, step in enumerate(pipeline.steps)
-        if i in states and states[i]["status"] == "FAILED"
+        if i in states and states[i].status == "FAILED"
     )
 
 
@@ -68,16 +70,16 @@ def execute_step(rt: Runtime, message: StepMessage, attempt: int = 1) -> StepMes
         if not records:
             raise DeadMessage(f"run {run_id} does not exist for tenant {tenant_id}")
         latest = records[-1]
-        if latest["status"] in runs.FINAL_RUN_STATUSES:
+        if latest.status in runs.FINAL_RUN_STATUSES:
             return None
         pipeline = runs.load_snapshot(records)
         if index >= len(pipeline.steps):
             raise DeadMessage(f"run {run_id} has no step {index}")
         states = runs.step_states(wh, tenant_id, [run_id])[run_id]
         current = states.get(index)
-        if current and current["status"] in runs.FINAL_STEP_STATUSES:
+        if current and current.status in runs.FINAL_STEP_STATUSES:
             return _advance(rt, tenant_id, latest, pipeline, index, states)
-        if latest["status"] == "PENDING":
+        if latest.status == "PENDING":
             latest = runs.append_run_status(wh, tenant_id, latest, "RUNNING")
 
         step = pipeline.steps[index]
@@ -86,7 +88,7 @@ def execute_step(rt: Runtime, message: StepMessage, attempt: int = 1) -> StepMes
             states[index] = runs.append_step(wh, tenant_id, run_id, index, step, status="SKIPPED", attempt=attempt)
             return _advance(rt, tenant_id, latest, pipeline, index, states)
 
-        started = runs.utcnow()
+        started = utcnow()
         clock = time.monotonic()
         context = StepContext(rt, tenant_id, run_id, pipeline, step, attempt=attempt, run_failed=failure is not None)
         try:
@@ -104,7 +106,7 @@ def execute_step(rt: Runtime, message: StepMessage, attempt: int = 1) -> StepMes
             status, error, rows = "COMPLETE", None, result.rows_processed
         states[index] = runs.append_step(
             wh, tenant_id, run_id, index, step,
-            status=status, start_time=started, end_time=runs.utcnow(),
+            status=status, start_time=started, end_time=utcnow(),
             duration_ms=int((time.monotonic() - clock) * 1000), rows_processed=rows,
             error_message=error, attempt=attempt,
         )  # fmt: skip
@@ -117,19 +119,19 @@ def fail_step_after_retries(rt: Runtime, message: StepMessage, attempts: int) ->
     wh = rt.warehouse
     with wh.lock(f"run:{tenant_id}:{run_id}"):
         records = runs.run_records(wh, tenant_id, run_id)
-        if not records or records[-1]["status"] in runs.FINAL_RUN_STATUSES:
+        if not records or records[-1].status in runs.FINAL_RUN_STATUSES:
             return None
         latest, pipeline = records[-1], runs.load_snapshot(records)
         if index >= len(pipeline.steps):
             return None
         states = runs.step_states(wh, tenant_id, [run_id])[run_id]
         current = states.get(index)
-        if current and current["status"] in runs.FINAL_STEP_STATUSES:
+        if current and current.status in runs.FINAL_STEP_STATUSES:
             return _advance(rt, tenant_id, latest, pipeline, index, states)
-        last_error = (current or {}).get("error_message") or "no error recorded"
+        last_error = (current.error_message if current else None) or "no error recorded"
         states[index] = runs.append_step(
             wh, tenant_id, run_id, index, pipeline.steps[index], status="FAILED",
-            start_time=(current or {}).get("start_time"), end_time=runs.utcnow(), attempt=attempts,
+            start_time=current.start_time if current else None, end_time=utcnow(), attempt=attempts,
             error_message=f"gave up after {attempts} delivery attempts: {last_error}",
         )  # fmt: skip
         return _advance(rt, tenant_id, latest, pipeline, index, states)

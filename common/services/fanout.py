@@ -25,9 +25,9 @@ from typing import Any
 
 from common.bus.messages import ScheduleMessage, StepMessage
 from common.errors import Conflict, ConvergenceError
-from common.metadata import organizations
+from common.metadata import organizations, runs
 from common.runtime import Runtime
-from common.services import pipelines, runs
+from common.services import pipelines
 
 log = logging.getLogger(__name__)
 
@@ -91,14 +91,15 @@ def start_chunk(rt: Runtime, message: ScheduleMessage, *, now: Any = time.monoto
             if not isinstance(error, Conflict):
                 log.warning("%s for %s not started: %s", message.template, tenant, error.message)
             continue
-        run = result.run or {}
+        run = result.run
+        assert run is not None  # an outcome without an error carries its run
         if result.replayed:
             outcome["already_started"] += 1
-            if run.get("status") != "PENDING" or run.get("steps"):
+            if run.status != "PENDING" or run.steps:
                 continue  # an earlier delivery enqueued it; a PENDING run with no step may not have been
         else:
             outcome["started"] += 1
-        steps.append(StepMessage(run_id=run["pipeline_logging_id"], tenant_id=tenant, step_index=0))
+        steps.append(StepMessage(run_id=run.pipeline_logging_id, tenant_id=tenant, step_index=0))
     _enqueue(rt, steps, outcome)  # first: the runs started here must not wait on the hand-on below
     rest = [t for t in tenants if t not in started]
     if rest:

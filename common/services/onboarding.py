@@ -98,8 +98,8 @@ def _run_dryrun_pipeline(rt: Runtime, org: str) -> tuple[str, str | None]:
     """Run gcp/example/dryrun to completion in-process; its status tells the tenant's set-up works."""
     try:
         run, _ = pipelines.start_run(rt, org, *DRYRUN_TEMPLATE, {"trigger_by": "onboarding"}, publish=False)
-        execution.run_inline(rt, StepMessage(run_id=run["pipeline_logging_id"], tenant_id=org, step_index=0))
-        return pipelines.get_run(rt, org, run["pipeline_logging_id"])["status"], run["pipeline_logging_id"]
+        execution.run_inline(rt, StepMessage(run_id=run.pipeline_logging_id, tenant_id=org, step_index=0))
+        return pipelines.get_run(rt, org, run.pipeline_logging_id).status, run.pipeline_logging_id
     except ConvergenceError as exc:
         return f"FAILED: {exc.message}", None
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from common.bus.messages import StepMessage
+from common.contracts.pipelines import Run
 from common.errors import (
     BadRequest,
     Conflict,
@@ -19,9 +20,11 @@ from common.errors import (
     NotFound,
     ValidationFailed,
 )
+from common.metadata import runs as records
 from common.processors.registry import is_registered
 from common.runtime import Runtime
-from common.services import quotas, runs
+from common.services import quotas
+from common.services.runs import run_view
 from common.templates import list_templates, load_template, resolve_template
 from common.templates.resolver import TemplateError
 
@@ -47,7 +50,7 @@ def start_run(
     idempotency_key: str | None = None,
     publish: bool = True,
     admission: quotas.Admission | None = None,
-) -> tuple[dict[str, Any], bool]:
+) -> tuple[Run, bool]:
     """Create a PENDING run and enqueue its first step (unless the caller drives it). Returns (run, replayed).
 
     Order of refusals: an Idempotency-Key replay answers the earlier run and an identical run in flight is
@@ -75,45 +78,45 @@ def start_run(
     wh = rt.warehouse
     with wh.lock(f"start:{tenant_id}:{pipeline.pipeline_id}"):
         if idempotency_key:
-            earlier = runs.latest_runs(wh, tenant_id, idempotency_key=idempotency_key, limit=1)
+            earlier = records.latest_runs(wh, tenant_id, idempotency_key=idempotency_key, limit=1)
             if earlier:
-                if earlier[0]["request_fingerprint"] != run_fingerprint:
+                if earlier[0].request_fingerprint != run_fingerprint:
                     raise ValidationFailed(
                         "this Idempotency-Key was used for a different request", code="idempotency_key_reused"
                     )
-                return get_run(rt, tenant_id, earlier[0]["pipeline_logging_id"]), True
-        active = runs.latest_runs(wh, tenant_id, fingerprint=run_fingerprint, active_only=True, limit=1)
+                return get_run(rt, tenant_id, earlier[0].pipeline_logging_id), True
+        active = records.latest_runs(wh, tenant_id, fingerprint=run_fingerprint, active_only=True, limit=1)
         if active:
             raise Conflict(
                 "an identical run is already in flight",
                 code="run_in_flight",
-                pipeline_logging_id=active[0]["pipeline_logging_id"],
+                pipeline_logging_id=active[0].pipeline_logging_id,
             )
         template_id = quotas.template_key(provider, domain, template_name)
         with quotas.reserved_run(rt, tenant_id, template_id, admission) as reservation:
-            record = runs.create_run(
+            record = records.create_run(
                 wh, pipeline, run_id=run_id, trigger_type=trigger_type,
                 trigger_by=pipeline.parameters["trigger_by"], fingerprint=run_fingerprint,
                 idempotency_key=idempotency_key,
             )  # fmt: skip
     message = StepMessage(run_id=run_id, tenant_id=tenant_id, step_index=0)
     if not publish:
-        return runs.run_view(record, {}, pipeline), False
+        return run_view(record, {}, pipeline), False
     try:
         rt.bus.publish(rt.settings.steps_topic, message, message.attributes())
     except ConvergenceError as exc:
-        runs.append_run_status(wh, tenant_id, record, "FAILED", error_message=f"could not enqueue: {exc.message}")
+        records.append_run_status(wh, tenant_id, record, "FAILED", error_message=f"could not enqueue: {exc.message}")
         reservation.used = False
         quotas.release_runs(rt, [reservation])
         raise DependencyUnavailable("the message bus did not accept the run; it was not started") from None
-    return runs.run_view(record, {}, pipeline), False
+    return run_view(record, {}, pipeline), False
 
 
 @dataclass
 class StartOutcome:
     """What `start_runs` did for one tenant: a run (new, or `replayed` from an earlier delivery) or an error."""
 
-    run: dict[str, Any] | None
+    run: Run | None
     replayed: bool = False
     error: ConvergenceError | None = None
 
@@ -170,30 +173,30 @@ def _refused_or_replayed(
     if idempotency_key is None:
         return StartOutcome(None, error=admission.refusal)
     try:
-        earlier = runs.latest_runs(rt.warehouse, tenant, idempotency_key=idempotency_key, limit=1)
+        earlier = records.latest_runs(rt.warehouse, tenant, idempotency_key=idempotency_key, limit=1)
         if earlier:
-            return StartOutcome(get_run(rt, tenant, earlier[0]["pipeline_logging_id"]), replayed=True)
+            return StartOutcome(get_run(rt, tenant, earlier[0].pipeline_logging_id), replayed=True)
     except ConvergenceError as exc:
         return StartOutcome(None, error=exc)
     return StartOutcome(None, error=admission.refusal)
 
 
-def get_run(rt: Runtime, tenant_id: str, run_id: str) -> dict[str, Any]:
+def get_run(rt: Runtime, tenant_id: str, run_id: str) -> Run:
     """One run of this tenant; another tenant's run is as unknown as a made-up id."""
     if not RUN_ID_RE.fullmatch(run_id or ""):
         raise NotFound("no such run", code="run_not_found")
-    records = runs.run_records(rt.warehouse, tenant_id, run_id)
-    if not records:
+    found = records.run_records(rt.warehouse, tenant_id, run_id)
+    if not found:
         raise NotFound("no such run", code="run_not_found")
-    states = runs.step_states(rt.warehouse, tenant_id, [run_id])[run_id]
-    return runs.run_view(records[-1], states, runs.load_snapshot(records))
+    states = records.step_states(rt.warehouse, tenant_id, [run_id])[run_id]
+    return run_view(found[-1], states, records.load_snapshot(found))
 
 
-def list_runs(rt: Runtime, tenant_id: str, *, status: str | None, limit: int) -> list[dict[str, Any]]:
+def list_runs(rt: Runtime, tenant_id: str, *, status: str | None, limit: int) -> list[Run]:
     """This tenant's runs, newest first."""
-    latest = runs.latest_runs(rt.warehouse, tenant_id, status=status, limit=limit)
-    states = runs.step_states(rt.warehouse, tenant_id, [r["pipeline_logging_id"] for r in latest])
-    return [runs.run_view(r, states.get(r["pipeline_logging_id"], {}), None) for r in latest]
+    latest = records.latest_runs(rt.warehouse, tenant_id, status=status, limit=limit)
+    states = records.step_states(rt.warehouse, tenant_id, [r.pipeline_logging_id for r in latest])
+    return [run_view(r, states.get(r.pipeline_logging_id, {}), None) for r in latest]
 
 
 def template_catalogue() -> list[dict[str, Any]]:

@@ -19,7 +19,7 @@ from common.bus.messages import StepMessage
 from convergence.demo.provider_apis import Fault, ProviderApiServer
 from common.runtime import Runtime
 from common.wiring import build_runtime, set_runtime
-from common.services import runs
+from common.metadata import runs
 from common.settings import get_settings, reset_settings
 from common.templates.models import PipelineTemplate
 from common.templates.resolver import resolve_template

@@ -83,8 +83,8 @@ def run_statuses(rt: Runtime, tenant: str, run_id: str) -> list[str]:
 
 def pending_dryrun(rt: Runtime, tenant: str) -> str:
     run, _ = pipelines.start_run(rt, tenant, "gcp", "example", "dryrun", {}, publish=False)
-    assert run["status"] == "PENDING"
-    return run["pipeline_logging_id"]
+    assert run.status == "PENDING"
+    return run.pipeline_logging_id
 
 
 @pytest.fixture

@@ -9,8 +9,10 @@ from typing import Any
 import pytest
 
 from common.bus.messages import DispatchMessage, ScheduleMessage, encode
+from common.metadata import runs
+from common.metadata.runs import RunRecord
 from common.runtime import Runtime
-from common.services import fanout, runs
+from common.services import fanout
 from common.settings import reset_settings
 from tests.conftest import wait_for_bus
 
@@ -32,11 +34,11 @@ def tenants(small_chunks: None, onboard_org: Callable[[str], str], runtime: Runt
     return TENANTS
 
 
-def runs_of(rt: Runtime, tenant: str, trigger_type: str) -> list[dict[str, Any]]:
+def runs_of(rt: Runtime, tenant: str, trigger_type: str) -> list[RunRecord]:
     return [
         r
         for r in runs.latest_runs(rt.warehouse, tenant, limit=100)
-        if r["trigger_type"] == trigger_type
+        if r.trigger_type == trigger_type
     ]
 
 
@@ -65,7 +67,7 @@ def test_a_message_for_every_tenant_starts_one_run_per_active_tenant_in_chunks(
     for tenant in tenants:
         started = runs_of(runtime, tenant, "schedule")
         assert len(started) == 1, tenant
-        assert started[0]["status"] == "COMPLETE" and started[0]["trigger_by"] == "nightly"
+        assert started[0].status == "COMPLETE" and started[0].trigger_by == "nightly"
 
 
 def test_a_redelivered_slot_never_starts_a_tenants_run_twice(tenants: list[str], runtime: Runtime) -> None:
@@ -92,7 +94,7 @@ def test_bulk_runs_carry_trigger_type_bulk_and_unknown_tenants_are_counted_not_s
     wait_for_bus(runtime)
 
     assert outcome == {"unknown_tenants": 1, "started": 1}
-    assert [r["trigger_type"] for r in runs_of(runtime, tenants[0], "bulk")] == ["bulk"]
+    assert [r.trigger_type for r in runs_of(runtime, tenants[0], "bulk")] == ["bulk"]
 
 
 def test_a_chunk_out_of_time_hands_its_remaining_tenants_on_and_all_still_start(
@@ -129,5 +131,5 @@ def test_a_dispatcher_tick_on_the_schedules_topic_starts_the_due_platform_schedu
 
     for tenant in tenants:
         started = runs_of(runtime, tenant, "schedule")
-        assert [r["pipeline_id"] for r in started] == [f"{tenant}-gcp-cost-cost_billing"], tenant
-        assert started[0]["trigger_by"] == "scheduler:daily_gcp_costs"
+        assert [r.pipeline_id for r in started] == [f"{tenant}-gcp-cost-cost_billing"], tenant
+        assert started[0].trigger_by == "scheduler:daily_gcp_costs"

@@ -17,12 +17,13 @@ from typing import Any
 import pytest
 
 from common.bus.local import LocalBus
+from common.metadata import runs
 from common.runtime import Runtime
-from common.wiring import build_runtime, set_runtime
-from common.services import pipelines, quotas, rate_limits, runs
+from common.services import pipelines, quotas, rate_limits
 from common.settings import get_settings, reset_settings
 from common.warehouse.bigquery import BigQueryWarehouse
 from common.warehouse.sql import table_ref
+from common.wiring import build_runtime, set_runtime
 from tests.e2e.support import assert_error, assert_json
 
 DRYRUN = "/api/v1/pipelines/run/{org}/gcp/example/dryrun"
@@ -90,7 +91,7 @@ def usage(rt: Runtime, org: str) -> dict[str, Any]:
 
 
 def run_ids(rt: Runtime, org: str) -> list[str]:
-    return [r["pipeline_logging_id"] for r in runs.latest_runs(rt.warehouse, org, limit=1000)]
+    return [r.pipeline_logging_id for r in runs.latest_runs(rt.warehouse, org, limit=1000)]
 
 
 def start(client: Any, headers: dict[str, str], org: str, path: str = DRYRUN, **body: Any) -> Any:
@@ -144,7 +145,7 @@ def test_daily_limit_counts_api_and_bulk_runs_together(runtime, bus, trigger_cli
     acme = onboard_plan("acme")
     set_limits(runtime, "acme", max_runs_per_day=3, max_concurrent_runs=50)
     outcome = pipelines.start_runs(runtime, ["acme"], "gcp", "example", "dryrun", {"date": "2024-05-01"})
-    assert outcome["acme"].error is None and outcome["acme"].run["trigger_type"] == "bulk"
+    assert outcome["acme"].error is None and outcome["acme"].run.trigger_type == "bulk"
     assert_json(start(trigger_client, acme, "acme", date="2024-05-02"), 202)
     assert_error(start(trigger_client, acme, "acme", date="2024-05-03"), 429, "quota_exceeded")
     refused = pipelines.start_runs(runtime, ["acme"], "gcp", "example", "dryrun", {"date": "2024-05-04"})
@@ -353,7 +354,7 @@ def test_bulk_start_replayed_by_a_redelivery_spends_no_quota(runtime, bus, onboa
     )
     assert (
         again["acme"].replayed
-        and again["acme"].run["pipeline_logging_id"] == first["acme"].run["pipeline_logging_id"]
+        and again["acme"].run.pipeline_logging_id == first["acme"].run.pipeline_logging_id
     )
     assert again["globex"].error.code == "quota_exceeded"
     assert usage(runtime, "acme")["runs_started"] == 2
@@ -372,7 +373,7 @@ def test_bulk_start_stopped_by_its_time_budget_gives_back_the_slots_it_did_not_u
     started = pipelines.start_runs(
         runtime, tenants, "gcp", "example", "dryrun", {"date": "2024-05-01"}, should_stop=lambda: next(checks)
     )
-    assert list(started) == ["acme"] and started["acme"].run["status"] == "PENDING"
+    assert list(started) == ["acme"] and started["acme"].run.status == "PENDING"
     assert [usage(runtime, org)["runs_started"] for org in tenants] == [2, 1, 1]
     assert [len(run_ids(runtime, org)) for org in tenants] == [2, 1, 1]
 

@@ -16,7 +16,8 @@ from google.api_core import exceptions as gexc
 
 from common.errors import TerminalError, TransientError
 from common.settings import Settings
-from common.sources.files import keep_case, read_location, snake_case
+from common.sources.columns import keep_case, snake_case
+from common.sources.files import read_location
 from common.sources.gcs import GcsReader, translate
 
 DATA = Path("/work/shared/data")

@@ -1,0 +1,238 @@
+"""The run and step records of a tenant: append-only status rows of `pipeline_runs` and `step_logs`.
+
+This module owns every statement on those two tables. A run's or a step's status is its latest record
+(highest `seq`): every write is an INSERT (never an UPDATE of a fresh row, which BigQuery refuses for
+streamed rows), and a duplicate delivery that appends the same record again is harmless to readers.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+from common.templates.models import ResolvedPipeline
+from common.types import UtcDatetime, utcnow
+from common.warehouse.base import Warehouse
+from common.warehouse.sql import table_ref
+
+RUN_STATUSES = ("PENDING", "RUNNING", "COMPLETE", "FAILED")
+FINAL_RUN_STATUSES = frozenset({"COMPLETE", "FAILED"})
+FINAL_STEP_STATUSES = frozenset({"COMPLETE", "FAILED", "SKIPPED"})
+ACTIVE_RUN_STATUSES = ("PENDING", "RUNNING")
+
+_seq_lock = threading.Lock()
+_seq_state = {"last": 0}
+
+
+def next_seq() -> int:
+    """A strictly increasing sequence number for ordering records written by this process."""
+    with _seq_lock:
+        value = max(time.time_ns(), _seq_state["last"] + 1)
+        _seq_state["last"] = value
+        return value
+
+
+class Record(BaseModel):
+    """A row of an append-only record table: columns the reader does not know are ignored."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    def row(self) -> dict[str, Any]:
+        return self.model_dump()
+
+
+class RunRecord(Record):
+    """One status record of a run (a row of pipeline_runs)."""
+
+    pipeline_logging_id: str
+    pipeline_id: str
+    tenant_id: str
+    provider: str
+    domain: str
+    template: str
+    status: str
+    trigger_type: str
+    trigger_by: str | None = None
+    parameters: str | None = None  # the resolved parameters, as JSON text
+    config_snapshot: str | None = None  # the resolved pipeline; only on the PENDING record
+    request_fingerprint: str | None = None
+    idempotency_key: str | None = None
+    error_message: str | None = None
+    start_time: UtcDatetime | None = None
+    end_time: UtcDatetime | None = None
+    recorded_at: UtcDatetime
+    seq: int
+
+    @property
+    def parameter_values(self) -> dict[str, Any]:
+        return json.loads(self.parameters or "{}")
+
+    @property
+    def is_final(self) -> bool:
+        return self.status in FINAL_RUN_STATUSES
+
+
+class StepRecord(Record):
+    """One status record of a step of a run (a row of step_logs)."""
+
+    pipeline_logging_id: str
+    step_index: int
+    step_id: str
+    name: str | None = None
+    ps_type: str
+    status: str
+    start_time: UtcDatetime | None = None
+    end_time: UtcDatetime | None = None
+    duration_ms: int | None = None
+    rows_processed: int | None = None
+    error_message: str | None = None
+    attempt: int | None = None
+    recorded_at: UtcDatetime
+    seq: int
+
+    @property
+    def is_final(self) -> bool:
+        return self.status in FINAL_STEP_STATUSES
+
+
+def create_run(
+    wh: Warehouse,
+    pipeline: ResolvedPipeline,
+    *,
+    run_id: str,
+    trigger_type: str,
+    trigger_by: str,
+    fingerprint: str,
+    idempotency_key: str | None,
+) -> RunRecord:
+    """Write the PENDING record holding the resolved pipeline; return it."""
+    now = utcnow()
+    record = RunRecord(
+        pipeline_logging_id=run_id,
+        pipeline_id=pipeline.pipeline_id,
+        tenant_id=pipeline.tenant_id,
+        provider=pipeline.provider,
+        domain=pipeline.domain,
+        template=pipeline.template,
+        status="PENDING",
+        trigger_type=trigger_type,
+        trigger_by=trigger_by,
+        parameters=json.dumps(pipeline.parameters, sort_keys=True, default=str),
+        config_snapshot=pipeline.model_dump_json(),
+        request_fingerprint=fingerprint,
+        idempotency_key=idempotency_key,
+        start_time=now,
+        recorded_at=now,
+        seq=next_seq(),
+    )
+    wh.insert_rows(pipeline.tenant_id, "pipeline_runs", [record.row()])
+    return record
+
+
+def append_run_status(
+    wh: Warehouse, tenant_id: str, latest: RunRecord, status: str, *, error_message: str | None = None
+) -> RunRecord:
+    """Append a status record carrying the run's fields forward (the snapshot stays on the first record)."""
+    now = utcnow()
+    record = latest.model_copy(
+        update={
+            "status": status,
+            "config_snapshot": None,
+            "error_message": error_message if error_message is not None else latest.error_message,
+            "end_time": now if status in FINAL_RUN_STATUSES else None,
+            "recorded_at": now,
+            "seq": next_seq(),
+        }
+    )
+    wh.insert_rows(tenant_id, "pipeline_runs", [record.row()])
+    return record
+
+
+def run_records(wh: Warehouse, tenant_id: str, run_id: str) -> list[RunRecord]:
+    """Every record of one run, oldest first (empty when the run is not this tenant's)."""
+    rows = wh.query(
+        f"SELECT * FROM {table_ref(tenant_id, 'pipeline_runs')} WHERE pipeline_logging_id = @run_id ORDER BY seq",
+        {"run_id": run_id},
+    )
+    return [RunRecord.model_validate(row) for row in rows]
+
+
+def load_snapshot(records: list[RunRecord]) -> ResolvedPipeline:
+    """The resolved pipeline the run was started with (kept on its PENDING record)."""
+    pending = next(r for r in records if r.config_snapshot)
+    return ResolvedPipeline.model_validate_json(pending.config_snapshot)  # type: ignore[arg-type]
+
+
+def latest_runs(
+    wh: Warehouse,
+    tenant_id: str,
+    *,
+    status: str | None = None,
+    limit: int = 50,
+    fingerprint: str | None = None,
+    idempotency_key: str | None = None,
+    active_only: bool = False,
+) -> list[RunRecord]:
+    """The latest record of each run, newest first, optionally filtered (without the snapshot)."""
+    rows = wh.query(
+        f"""
+        SELECT * EXCEPT (config_snapshot)
+        FROM {table_ref(tenant_id, 'pipeline_runs')}
+        WHERE (@fingerprint IS NULL OR request_fingerprint = @fingerprint)
+          AND (@idempotency_key IS NULL OR idempotency_key = @idempotency_key)
+        QUALIFY ROW_NUMBER() OVER (PARTITION BY pipeline_logging_id ORDER BY seq DESC) = 1
+          AND (@status IS NULL OR status = @status)
+          AND (NOT @active_only OR status IN ('PENDING', 'RUNNING'))
+        ORDER BY start_time DESC, seq DESC
+        LIMIT @limit
+        """,
+        {
+            "fingerprint": fingerprint,
+            "idempotency_key": idempotency_key,
+            "status": status,
+            "active_only": active_only,
+            "limit": limit,
+        },
+    )
+    return [RunRecord.model_validate(row) for row in rows]
+
+
+def append_step(
+    wh: Warehouse, tenant_id: str, run_id: str, step_index: int, step: Any, **fields: Any
+) -> StepRecord:
+    """Append a status record of step `step_index` (a template step: step_id, name, ps_type)."""
+    record = StepRecord(
+        pipeline_logging_id=run_id,
+        step_index=step_index,
+        step_id=step.step_id,
+        name=step.name,
+        ps_type=step.ps_type,
+        recorded_at=utcnow(),
+        seq=next_seq(),
+        **fields,
+    )
+    wh.insert_rows(tenant_id, "step_logs", [record.row()])
+    return record
+
+
+def step_states(wh: Warehouse, tenant_id: str, run_ids: list[str]) -> dict[str, dict[int, StepRecord]]:
+    """Latest record of every step of the given runs: {run_id: {step_index: record}}."""
+    if not run_ids:
+        return {}
+    rows = wh.query(
+        f"""
+        SELECT * FROM {table_ref(tenant_id, 'step_logs')}
+        WHERE pipeline_logging_id IN UNNEST(@run_ids)
+        QUALIFY ROW_NUMBER() OVER (PARTITION BY pipeline_logging_id, step_index ORDER BY seq DESC) = 1
+        """,
+        {"run_ids": run_ids},
+    )
+    states: dict[str, dict[int, StepRecord]] = {rid: {} for rid in run_ids}
+    for row in rows:
+        record = StepRecord.model_validate(row)
+        states[record.pipeline_logging_id][record.step_index] = record
+    return states
