@@ -120,7 +120,9 @@ class KeyStore:
     def version(self, name: str) -> tuple[CryptoKey, KeyVersion]:
         match = VERSION_RE.match(name)
         if not match:
-            raise Abort(grpc.StatusCode.INVALID_ARGUMENT, f"Resource name [{name}] is not a CryptoKeyVersion.")
+            raise Abort(
+                grpc.StatusCode.INVALID_ARGUMENT, f"Resource name [{name}] is not a CryptoKeyVersion."
+            )
         crypto_key = self.key(match["key"])
         version = crypto_key.versions.get(int(match["number"]))
         if version is None:
@@ -130,7 +132,9 @@ class KeyStore:
     @staticmethod
     def new_version(crypto_key: CryptoKey) -> KeyVersion:
         number = max(crypto_key.versions, default=0) + 1
-        version = crypto_key.versions[number] = KeyVersion(number, AESGCM.generate_key(bit_length=256), _now())
+        version = crypto_key.versions[number] = KeyVersion(
+            number, AESGCM.generate_key(bit_length=256), _now()
+        )
         return version
 
     def rotate(self, key: str) -> str:
