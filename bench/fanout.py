@@ -80,8 +80,8 @@ def _environment(home: Path, bus: str, emulator: str | None) -> None:
 
 def seed_tenants(rt: Any, count: int) -> list[str]:
     """`count` active tenants on the enterprise plan, each with its dataset and run log."""
-    from common.contracts.requests import BootstrapRequest
-    from common.metadata.control import control_ref
+    from common.contracts.onboarding import BootstrapRequest
+    from common.metadata.control_dataset import control_ref
     from common.metadata.schemas import load_schema
     from common.services import onboarding
     from common.warehouse.duckdb import table_ddl

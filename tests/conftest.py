@@ -10,9 +10,8 @@ import functions_framework
 import pytest
 
 from common.runtime import Runtime
-
-from common.wiring import build_runtime, reset_runtime, set_runtime
 from common.settings import get_settings, reset_settings
+from common.wiring import build_runtime, reset_runtime, set_runtime
 
 REPO = Path(__file__).resolve().parents[1]
 # Session fixtures of the emulators and stand-ins (tests/plugins/*.py), shared by every suite.

@@ -24,6 +24,7 @@ from common.errors import TerminalError
 from common.metadata.control_dataset import control_ref
 from common.runtime import Runtime
 from common.types import utcnow
+from common.warehouse.base import Statement
 
 TABLE = "org_integration_credentials"
 
@@ -126,3 +127,32 @@ def read_credential(rt: Runtime, org: str, provider: str) -> str | None:
     """The decrypted credential of one provider as stored, or None when there is none."""
     row = _stored_row(rt, org, provider)
     return None if row is None else _decrypt(rt, org, provider, row)
+
+
+# -- for key rotation: every tenant's ciphertexts, and a compare-and-set of one -------------------------
+
+
+def org_slugs(rt: Runtime) -> set[str]:
+    """Every tenant that has stored a credential."""
+    rows = rt.warehouse.query(f"SELECT DISTINCT org_slug FROM {control_ref(rt, TABLE)}")
+    return {row["org_slug"] for row in rows}
+
+
+def encrypted_credentials(rt: Runtime, org: str) -> list[dict[str, Any]]:
+    """(provider, encrypted_credential) of each of a tenant's integrations, by provider."""
+    return rt.warehouse.query(
+        f"SELECT provider, encrypted_credential FROM {control_ref(rt, TABLE)}"
+        " WHERE org_slug = @org ORDER BY provider",
+        {"org": org},
+    )
+
+
+def replace_encrypted_credential_statement(
+    rt: Runtime, org: str, provider: str, *, old: str, new: str
+) -> Statement:
+    """The UPDATE that swaps one credential's ciphertext, only if it is still `old` (compare and set)."""
+    return (
+        f"UPDATE {control_ref(rt, TABLE)} SET encrypted_credential = @new"
+        " WHERE org_slug = @org AND provider = @id AND encrypted_credential = @old",
+        {"new": new, "org": org, "id": provider, "old": old},
+    )

@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from common.crypto.api_keys import generate_api_key
 from common.errors import ConvergenceError
-from common.metadata import api_keys, control, organizations, subscriptions, usage
+from common.metadata import api_keys, control_dataset, organizations, subscriptions, usage
 from common.metadata.schemas import load_schema, schema_names
 from common.metadata.subscriptions import plans
 from common.processors.registry import NoConfig, StepContext, StepResult, processor
@@ -113,11 +113,11 @@ def dryrun_checks(ctx: StepContext, config: NoConfig) -> StepResult:
     try:
         rt.warehouse.ping()
         checks.append(_check("warehouse_reachable", True, f"{rt.warehouse.name} warehouse answers"))
-        bootstrapped = control.is_bootstrapped(rt)
+        bootstrapped = control_dataset.is_bootstrapped(rt)
         checks.append(_check("platform_bootstrapped", bootstrapped, "control dataset and tables exist"
                              if bootstrapped else "run POST /api/v1/admin/bootstrap first"))  # fmt: skip
         if bootstrapped:
-            exists = control.get_profile(rt, org) is not None
+            exists = organizations.get_profile(rt, org) is not None
             checks.append(_check("org_available", not exists, f"{org} is {'already onboarded' if exists else 'free'}"))
         dataset_exists = rt.warehouse.dataset_exists(org)
         checks.append(_check("dataset", not dataset_exists, f"dataset {org} "

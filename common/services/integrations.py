@@ -11,7 +11,7 @@ import json
 import logging
 from typing import Any
 
-from common.contracts.requests import IntegrationSetupRequest
+from common.contracts.integrations import IntegrationSetupRequest
 from common.errors import PayloadTooLarge
 from common.metadata import integrations as repository
 from common.metadata.integrations import credential_purpose

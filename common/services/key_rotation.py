@@ -27,10 +27,8 @@ from common.crypto.api_keys import KEY_PURPOSE
 from common.crypto.keyring import DecryptionFailed
 from common.crypto.tenant_keys import TenantKeysetKeyring, ciphertext_key_id
 from common.errors import ConfigurationError, Conflict
-from common.metadata import api_keys
-from common.metadata.control_dataset import control_ref, is_bootstrapped
-from common.metadata.integrations import TABLE as CREDENTIALS_TABLE
-from common.metadata.integrations import credential_purpose
+from common.metadata import api_keys, integrations
+from common.metadata.control_dataset import is_bootstrapped
 from common.runtime import Runtime
 from common.warehouse.base import Statement
 
@@ -50,32 +48,7 @@ def _keyring(rt: Runtime) -> TenantKeysetKeyring:
 
 def tenants_with_secrets(rt: Runtime, keyring: TenantKeysetKeyring) -> list[str]:
     """Every tenant with a keyset, a credential or an API-key copy, sorted."""
-    return sorted(_credential_orgs(rt) | api_keys.org_slugs(rt) | set(keyring.store.tenant_ids()))
-
-
-# The integration credentials' statements of a rewrap, until the integrations repository
-# (common.metadata.integrations) offers them as api_keys does for its copies.
-def _credential_orgs(rt: Runtime) -> set[str]:
-    rows = rt.warehouse.query(f"SELECT DISTINCT org_slug FROM {control_ref(rt, CREDENTIALS_TABLE)}")
-    return {row["org_slug"] for row in rows}
-
-
-def _credential_ciphertexts(rt: Runtime, org: str) -> list[dict[str, Any]]:
-    return rt.warehouse.query(
-        f"SELECT provider, encrypted_credential FROM {control_ref(rt, CREDENTIALS_TABLE)}"
-        " WHERE org_slug = @org ORDER BY provider",
-        {"org": org},
-    )
-
-
-def _replace_credential_statement(rt: Runtime, org: str, provider: str, *, old: str, new: str) -> Statement:
-    return (
-        (
-            f"UPDATE {control_ref(rt, CREDENTIALS_TABLE)} SET encrypted_credential = @new"
-            " WHERE org_slug = @org AND provider = @id AND encrypted_credential = @old"
-        ),
-        {"new": new, "org": org, "id": provider, "old": old},
-    )
+    return sorted(integrations.org_slugs(rt) | api_keys.org_slugs(rt) | set(keyring.store.tenant_ids()))
 
 
 def _reencrypted(
@@ -103,9 +76,9 @@ class SecretColumn:
 
 
 SECRET_COLUMNS = (
-    SecretColumn(CREDENTIALS_TABLE, "provider", "encrypted_credential",
-                 lambda row: credential_purpose(row["provider"]),
-                 _credential_ciphertexts, _replace_credential_statement),
+    SecretColumn(integrations.TABLE, "provider", "encrypted_credential",
+                 lambda row: integrations.credential_purpose(row["provider"]),
+                 integrations.encrypted_credentials, integrations.replace_encrypted_credential_statement),
     SecretColumn(api_keys.TABLE, "key_id", "encrypted_key", lambda row: KEY_PURPOSE,
                  api_keys.encrypted_copies, api_keys.replace_encrypted_copy_statement),
 )  # fmt: skip

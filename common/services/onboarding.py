@@ -6,7 +6,7 @@ import uuid
 from typing import Any
 
 from common.bus.messages import StepMessage
-from common.contracts.requests import BootstrapRequest, DryrunRequest, OnboardRequest
+from common.contracts.onboarding import BootstrapRequest, DryrunRequest, OnboardRequest
 from common.errors import BadRequest, Conflict, ConvergenceError, NotFound
 from common.metadata import organizations
 from common.metadata.control_dataset import is_bootstrapped

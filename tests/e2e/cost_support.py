@@ -22,12 +22,12 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from convergence.demo.gcp_billing import daily_totals, generate_billing_export
 from common.metadata.schemas import load_schema
 from common.runtime import Runtime
-from common.wiring import build_runtime, set_runtime
 from common.settings import get_settings, reset_settings
 from common.warehouse.sql import table_ref
+from common.wiring import build_runtime, set_runtime
+from convergence.demo.gcp_billing import daily_totals, generate_billing_export
 from tests.conftest import ROOT_KEY, SETTINGS_VARIABLES, function_client
 from tests.e2e.support import assert_json
 

@@ -9,9 +9,8 @@ from typing import Any
 import pytest
 
 from common.runtime import Runtime
-
-from common.wiring import build_runtime
 from common.settings import get_settings, reset_settings
+from common.wiring import build_runtime
 from tests.conftest import ROOT_KEY, SETTINGS_VARIABLES
 
 

@@ -16,14 +16,14 @@ from typing import Any
 import pytest
 
 from common.bus.messages import StepMessage
-from convergence.demo.provider_apis import Fault, ProviderApiServer
-from common.runtime import Runtime
-from common.wiring import build_runtime, set_runtime
 from common.metadata import runs
+from common.runtime import Runtime
 from common.settings import get_settings, reset_settings
 from common.templates.models import PipelineTemplate
 from common.templates.resolver import resolve_template
 from common.warehouse.sql import table_ref
+from common.wiring import build_runtime, set_runtime
+from convergence.demo.provider_apis import Fault, ProviderApiServer
 from tests.conftest import wait_for_bus
 
 DAY = dt.date(2025, 8, 1)

@@ -27,8 +27,8 @@ from common.api.routes import ROUTES
 from common.contracts.errors import ApiError
 from common.contracts.pipelines import RunStatus
 from common.errors import DependencyUnavailable
-from common.metadata.schemas import load_schema
 from common.metadata.runs import RUN_STATUSES
+from common.metadata.schemas import load_schema
 from common.wiring import set_runtime, wsgi_app
 from tests.conftest import ROOT_KEY, wait_for_bus
 from tests.e2e.support import runtime_in

@@ -16,10 +16,10 @@ from typing import Any
 import pyarrow as pa
 import pytest
 
-from common.wiring import wsgi_app
 from common.metadata.schemas import load_schema
 from common.services import costs
 from common.warehouse.bigquery import BigQueryWarehouse
+from common.wiring import wsgi_app
 from tests.e2e.support import assert_error, assert_json
 
 UTC = dt.UTC

@@ -18,7 +18,7 @@ from urllib.parse import urlencode
 import pytest
 
 from common.bus.local import LocalBus
-from common.metadata.control import CONTROL_TABLES
+from common.metadata.control_dataset import CONTROL_TABLES
 from common.wiring import set_runtime
 from tests.conftest import ROOT_KEY, function_client
 from tests.e2e.support import assert_json, runtime_in

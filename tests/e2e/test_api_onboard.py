@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from common.crypto.api_keys import generate_api_key
 from common.crypto.keyring import DecryptionFailed
-from common.metadata.control import CONTROL_TABLES
+from common.metadata.control_dataset import CONTROL_TABLES
 from common.wiring import build_runtime, set_runtime
 from tests.conftest import ROOT_KEY, function_client
 from tests.e2e.support import assert_error, assert_json, runtime_in

@@ -21,8 +21,8 @@ import pytest
 
 from common.bus.local import LocalBus
 from common.crypto.api_keys import generate_api_key
-from common.wiring import build_runtime, set_runtime
 from common.settings import get_settings, reset_settings
+from common.wiring import build_runtime, set_runtime
 from tests.conftest import ROOT_KEY, function_client, wait_for_bus
 from tests.e2e.support import assert_error, assert_json, runtime_in
 

@@ -16,9 +16,9 @@ from typing import Any
 
 import pytest
 
-from convergence.demo.provider_apis import ProviderApiServer
-from common.wiring import set_runtime
 from common.warehouse.sql import table_ref
+from common.wiring import set_runtime
+from convergence.demo.provider_apis import ProviderApiServer
 from tests.e2e.cost_support import (
     AI_DAY,
     AWS_MONTH,

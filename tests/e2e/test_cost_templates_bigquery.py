@@ -14,9 +14,9 @@ from typing import Any
 
 import pytest
 
-from convergence.demo.provider_apis import ProviderApiServer
-from common.wiring import set_runtime
 from common.warehouse.bigquery import BigQueryWarehouse
+from common.wiring import set_runtime
+from convergence.demo.provider_apis import ProviderApiServer
 from tests.e2e.cost_support import (
     AI_DAY,
     AWS_MONTH,

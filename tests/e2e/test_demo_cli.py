@@ -19,9 +19,9 @@ from collections import Counter, defaultdict
 from decimal import Decimal
 from pathlib import Path
 
+from common.settings import Settings
 from convergence.demo.gcp_billing import daily_totals, generate_billing_export
 from convergence.demo.provider_apis import ProviderApiServer
-from common.settings import Settings
 
 CONVERGENCE = Path(sys.executable).with_name("convergence")
 RUNS_COMPLETE = re.compile(r"(?P<done>\d+)/(?P<total>\d+) runs COMPLETE")

@@ -32,15 +32,10 @@ from google.auth import jwt
 from google.auth.credentials import AnonymousCredentials
 from google.cloud import bigquery, storage
 
-from common.contracts.requests import IntegrationSetupRequest
-from convergence.demo.gcp_billing import daily_totals, generate_billing_export
+from common.contracts.integrations import IntegrationSetupRequest
 from common.errors import TerminalError, TransientError
 from common.metadata.schemas import load_schema
 from common.processors.registry import StepContext, StepResult, get_processor
-from common.runtime import Runtime
-from common.wiring import build_runtime, set_runtime
-from common.services.integrations import setup_integration
-from common.settings import get_settings, reset_settings
 from common.providers.gcp.billing_export import (
     GOOGLE_TOKEN_URI,
     READ_ONLY_SCOPE,
@@ -51,10 +46,15 @@ from common.providers.gcp.billing_export import (
     tenant_bigquery_client,
     tenant_project_errors,
 )
+from common.runtime import Runtime
+from common.services.integrations import setup_integration
+from common.settings import get_settings, reset_settings
 from common.templates.models import PipelineTemplate
 from common.templates.resolver import resolve_template
 from common.warehouse.bigquery import BigQueryWarehouse
 from common.warehouse.sql import table_ref
+from common.wiring import build_runtime, set_runtime
+from convergence.demo.gcp_billing import daily_totals, generate_billing_export
 
 DATA = Path("/work/shared/data")
 AWS_SAMPLE = DATA / "aws" / "cur_legacy_sample.csv"

@@ -16,14 +16,14 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from convergence.demo.gcp_billing import generate_billing_export
-from convergence.demo.provider_apis import ProviderApiServer
-from convergence.focus.export import focus_arrow_table, write_focus_file
-from convergence.focus.validator import KNOWN_VALIDATOR_ERRORS, validate_focus_file
 from common.metadata.schemas import load_schema
 from common.runtime import Runtime
 from common.settings import reset_settings
 from common.warehouse.sql import table_ref
+from convergence.demo.gcp_billing import generate_billing_export
+from convergence.demo.provider_apis import ProviderApiServer
+from convergence.focus.export import focus_arrow_table, write_focus_file
+from convergence.focus.validator import KNOWN_VALIDATOR_ERRORS, validate_focus_file
 from tests.conftest import wait_for_bus
 
 SHARED_DATA = Path(__file__).resolve().parents[3] / "shared" / "data"

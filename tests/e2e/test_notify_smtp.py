@@ -9,8 +9,8 @@ import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.handlers import Message
 
-from common.wiring import build_runtime, set_runtime
 from common.settings import get_settings, reset_settings
+from common.wiring import build_runtime, set_runtime
 from tests.conftest import wait_for_bus
 
 

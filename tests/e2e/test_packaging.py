@@ -24,6 +24,7 @@ from cloudevents.conversion import to_structured
 from cloudevents.http import CloudEvent
 from typer.testing import CliRunner
 
+from convergence.cli.stage import stage_command
 from convergence.packaging import (
     FUNCTIONS,
     StagingError,
@@ -31,7 +32,6 @@ from convergence.packaging import (
     runtime_requirements,
     stage_functions,
 )
-from convergence.cli.stage import stage_command
 from tests.conftest import REPO, ROOT_KEY
 
 PUBSUB_EVENT_TYPE = "google.cloud.pubsub.topic.v1.messagePublished"
@@ -57,7 +57,7 @@ logging.getLogger("common").setLevel(logging.INFO)
 results = []
 for call in plan["calls"]:
     if call.get("bootstrap"):
-        from common.contracts.requests import BootstrapRequest
+        from common.contracts.onboarding import BootstrapRequest
         from common.wiring import get_runtime
         from common.services.onboarding import bootstrap
         results.append(bootstrap(get_runtime(), BootstrapRequest()))

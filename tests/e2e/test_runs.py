@@ -18,15 +18,15 @@ from typing import Any
 import pytest
 
 from common.bus.messages import StepMessage, encode
-from convergence.demo.gcp_billing import daily_totals, generate_billing_export
 from common.errors import TransientError
 from common.metadata.schemas import load_schema
 from common.processors import registry
 from common.runtime import Runtime
-from common.wiring import build_local_bus
 from common.services import execution
 from common.settings import reset_settings
 from common.warehouse.sql import table_ref
+from common.wiring import build_local_bus
+from convergence.demo.gcp_billing import daily_totals, generate_billing_export
 from tests.conftest import wait_for_bus
 
 DAY = dt.date(2024, 5, 1)

@@ -17,9 +17,9 @@ import pytest
 from typer.testing import CliRunner
 
 from common.bus.messages import DispatchMessage
+from common.settings import reset_settings
 from convergence.cli import app
 from convergence.emulators.process import free_port
-from common.settings import reset_settings
 
 CONVERGENCE = Path(sys.executable).with_name("convergence")
 DAILY = "convergence-dispatch-daily"

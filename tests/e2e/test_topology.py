@@ -11,13 +11,13 @@ import httpx
 import pytest
 from pydantic import SecretStr
 
-from convergence.demo.gcp_billing import daily_totals, generate_billing_export
-from convergence.emulators.process import free_port
-from convergence.local_stack import LocalStack
 from common.metadata.schemas import load_schema
 from common.settings import Settings
 from common.warehouse.bigquery import BigQueryWarehouse
 from common.warehouse.sql import table_ref
+from convergence.demo.gcp_billing import daily_totals, generate_billing_export
+from convergence.emulators.process import free_port
+from convergence.local_stack import LocalStack
 
 ROOT = "topology-root-key-0123456789"
 DAY = dt.date(2024, 5, 2)

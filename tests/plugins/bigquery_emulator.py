@@ -6,9 +6,9 @@ from collections.abc import Iterator
 
 import pytest
 
+from common.errors import DependencyUnavailable
 from convergence.emulators.bigquery import start_bigquery_emulator
 from convergence.emulators.process import ManagedProcess, free_port
-from common.errors import DependencyUnavailable
 
 
 @pytest.fixture(scope="session")

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from convergence.emulators.process import ManagedProcess, free_port
 from common.errors import DependencyUnavailable
+from convergence.emulators.process import ManagedProcess, free_port
 
 
 def _emulator_program() -> str | None:

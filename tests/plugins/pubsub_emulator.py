@@ -11,9 +11,9 @@ from collections.abc import Iterator
 
 import pytest
 
+from common.errors import DependencyUnavailable
 from convergence.emulators.process import free_port
 from convergence.emulators.pubsub import start_pubsub_emulator
-from common.errors import DependencyUnavailable
 
 
 @pytest.fixture(scope="session")

@@ -16,13 +16,13 @@ from typing import Any
 import httpx
 import pytest
 
-from convergence.demo.provider_apis import Fault, ProviderApiServer
 from common.errors import TerminalError, TransientError
-from common.settings import Settings
 from common.providers.anthropic import costs_api as anthropic_costs
 from common.providers.openai import costs_api as openai_costs
+from common.settings import Settings
 from common.sources.cost_window import CostFetch, CostWindow
 from common.sources.provider_http import MAX_WAIT_SECONDS, ProviderApi
+from convergence.demo.provider_apis import Fault, ProviderApiServer
 
 DAY = dt.date(2025, 8, 1)
 WINDOW = CostWindow.for_day(DAY)

@@ -13,7 +13,6 @@ import sqlglot
 from google.api_core import exceptions as gexc
 from google.cloud import bigquery
 
-from convergence.emulators.bigquery import bigquery_emulator_command, bqemulator_executable
 from common.errors import BadRequest, ConfigurationError, DependencyUnavailable, NotFound
 from common.metadata.schemas import TableSchema, load_schema, schema_names
 from common.warehouse.bigquery import (
@@ -27,6 +26,7 @@ from common.warehouse.bigquery import (
     transaction_script,
     translate,
 )
+from convergence.emulators.bigquery import bigquery_emulator_command, bqemulator_executable
 
 # -- query parameters -------------------------------------------------------------------------------------
 

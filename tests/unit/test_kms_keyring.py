@@ -22,13 +22,11 @@ from tink import aead
 from tink.proto import tink_pb2
 from typer.testing import CliRunner
 
-from common.contracts.requests import IntegrationSetupRequest
-from convergence.cli.keys import keys_app
+from common.contracts.integrations import IntegrationSetupRequest
 from common.crypto.api_keys import KEY_PURPOSE, hash_api_key
 from common.crypto.gcp_kms import CloudKmsKek, GcpKmsKeyring, build_kms_client
 from common.crypto.keyring import DecryptionFailed, associated_data
 from common.crypto.keyset_store import InMemoryKeysetStore
-from common.metadata.keysets import WarehouseKeysetStore
 from common.crypto.local import LocalKeyring
 from common.crypto.tenant_keys import (
     CURRENT,
@@ -37,14 +35,16 @@ from common.crypto.tenant_keys import (
     TenantKeysetKeyring,
     ciphertext_key_id,
 )
-from convergence.emulators.kms_standin import KmsStandin, start_kms_standin
-from convergence.emulators.process import free_port
 from common.errors import ConfigurationError, DependencyUnavailable
 from common.metadata.integrations import read_credential
+from common.metadata.keysets import WarehouseKeysetStore
 from common.runtime import Runtime
 from common.services import integrations, key_rotation
 from common.services.key_rotation import NotRotatable, rewrap_all
 from common.warehouse.duckdb import DuckDBWarehouse
+from convergence.cli.keys import keys_app
+from convergence.emulators.kms_standin import KmsStandin, start_kms_standin
+from convergence.emulators.process import free_port
 
 SECRET = b'{"type": "service_account", "private_key": "-----BEGIN PRIVATE KEY-----\\nMIIE..."}'
 KMS_METHODS = ("Encrypt", "Decrypt")

@@ -16,10 +16,10 @@ import pytest
 from common.errors import RateLimited
 from common.metadata.schemas import load_schema
 from common.runtime import Runtime
-from common.wiring import build_runtime
 from common.services.rate_limits import RateLimiter, WarehouseWindows, limiter_for
 from common.settings import get_settings
 from common.warehouse.sql import table_ref
+from common.wiring import build_runtime
 
 MINUTE = 1_700_000_040  # a timestamp at the start of a UTC minute
 
