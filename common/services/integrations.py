@@ -14,7 +14,6 @@ from typing import Any
 from common.contracts.integrations import IntegrationSetupRequest
 from common.errors import PayloadTooLarge
 from common.metadata import integrations as repository
-from common.metadata.integrations import credential_purpose
 from common.providers.credential_checks import (
     parse_credential,
     parse_settings,
@@ -23,7 +22,7 @@ from common.providers.credential_checks import (
 )
 from common.runtime import Runtime
 
-__all__ = ["credential_purpose", "list_integrations", "setup_integration"]  # key rotation uses the purpose
+__all__ = ["list_integrations", "setup_integration"]
 
 log = logging.getLogger(__name__)
 MAX_CREDENTIAL_BYTES = 64 * 1024  # Cloud KMS's plaintext limit; envelope encryption keeps to it anyway
