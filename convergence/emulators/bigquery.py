@@ -10,8 +10,8 @@ import os
 import shutil
 from pathlib import Path
 
-from convergence.emulators.process import ManagedProcess
 from common.errors import DependencyUnavailable
+from convergence.emulators.process import ManagedProcess
 
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_VENV_BIN = REPO / ".venv-bqemulator" / "bin" / "bqemulator"

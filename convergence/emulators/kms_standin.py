@@ -31,7 +31,6 @@ as a process for the local stack.
 from __future__ import annotations
 
 import argparse
-import signal
 import threading
 from collections.abc import Callable
 from concurrent import futures
@@ -43,6 +42,7 @@ from google.cloud import kms_v1
 
 from convergence.emulators.kms_encryption import MAX_AAD_BYTES, MAX_PLAINTEXT_BYTES, decrypt, encrypt
 from convergence.emulators.kms_keys import Abort, Algorithm, KeyStore, Purpose, State, crypto_key_of
+from convergence.emulators.process import wait_for_stop_signal
 
 __all__ = [
     "HOST", "MAX_AAD_BYTES", "MAX_PLAINTEXT_BYTES", "SERVICE", "Algorithm", "Call", "KmsStandin", "Purpose",
@@ -211,12 +211,7 @@ def main() -> None:
     args = parser.parse_args()
     standin = start_kms_standin(args.port, keys=tuple(args.key))
     print(f"KMS stand-in serving on {standin.endpoint}", flush=True)
-    stopped = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stopped.set())
-    try:
-        stopped.wait()
-    except KeyboardInterrupt:
-        pass
+    wait_for_stop_signal()
     standin.stop()
 
 

@@ -6,6 +6,7 @@ import os
 import signal
 import socket
 import subprocess
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -105,4 +106,14 @@ def stop_group(pid: int, timeout: float = 15.0) -> None:
     try:
         os.killpg(pid, signal.SIGKILL)
     except ProcessLookupError:
+        pass
+
+
+def wait_for_stop_signal() -> None:
+    """Block until SIGTERM or Ctrl-C: how a stand-in run as a child process of the local stack serves."""
+    stopped = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stopped.set())
+    try:
+        stopped.wait()
+    except KeyboardInterrupt:
         pass

@@ -12,8 +12,8 @@ import signal
 import time
 from pathlib import Path
 
-from convergence.emulators.process import ManagedProcess
 from common.errors import DependencyUnavailable
+from convergence.emulators.process import ManagedProcess
 
 INSTALL_HINT = (
     "install the Google Cloud CLI with its Pub/Sub emulator component "

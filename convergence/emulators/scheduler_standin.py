@@ -33,7 +33,6 @@ import datetime as dt
 import json
 import logging
 import re
-import signal
 import threading
 import uuid
 from collections.abc import Callable
@@ -45,6 +44,8 @@ from urllib.parse import parse_qs, unquote, urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import croniter
+
+from convergence.emulators.process import wait_for_stop_signal
 
 log = logging.getLogger(__name__)
 
@@ -347,12 +348,7 @@ def main() -> None:
     args = parser.parse_args()
     standin = SchedulerStandin(args.port).start()
     print(f"Cloud Scheduler stand-in serving on {standin.endpoint}", flush=True)
-    stopped = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stopped.set())
-    try:
-        stopped.wait()
-    except KeyboardInterrupt:
-        pass
+    wait_for_stop_signal()
     standin.stop()
 
 
