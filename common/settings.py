@@ -10,7 +10,7 @@ from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from common.errors import ConfigurationError
-from common.types import TENANT_ID_PATTERN
+from common.types import TenantId
 
 CONFIGS_DIR = Path(__file__).resolve().parent.parent / "configs"
 
@@ -31,7 +31,7 @@ class Settings(BaseSettings):
     pubsub_emulator_host: str | None = Field(None, description="Pub/Sub emulator host:port, if any.")
     kms_key_name: str | None = Field(None, description="Cloud KMS key for the gcp-kms keyring.")
     bqemulator_bin: str | None = Field(None, description="bqemulator program for `local up` and tests.")
-    control_dataset: str = Field("organizations", pattern=TENANT_ID_PATTERN, description="Control dataset.")
+    control_dataset: TenantId = Field("organizations", description="Control dataset.")
     steps_topic: str = Field("convergence-steps", description="Topic of step messages.")
     schedules_topic: str = Field("convergence-schedules", description="Topic of scheduled and bulk runs.")
     dead_letter_topic: str = Field("convergence-steps-dlq", description="Dead-letter topic of step messages.")

@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from common.types import TEMPLATE_PATH_PATTERN, TENANT_ID_PATTERN
+from common.types import TemplatePath, TenantId
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +29,7 @@ class StepMessage(BaseModel):
 
     schema_: Literal["convergence.step/v1"] = Field("convergence.step/v1", alias="schema")
     run_id: str = Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")
-    tenant_id: str = Field(pattern=TENANT_ID_PATTERN)
+    tenant_id: TenantId
     step_index: int = Field(ge=0, le=1000)
 
     def attributes(self) -> dict[str, str]:
@@ -42,7 +42,7 @@ class ScheduleMessage(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     schema_: Literal["convergence.schedule/v1"] = Field("convergence.schedule/v1", alias="schema")
-    template: str = Field(pattern=TEMPLATE_PATH_PATTERN)
+    template: TemplatePath
     tenants: Literal["*"] | list[str] = "*"
     parameters: dict[str, Any] = Field(default_factory=dict)
     trigger_by: str = "scheduler"

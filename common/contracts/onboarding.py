@@ -7,7 +7,7 @@ from typing import Literal
 from pydantic import Field
 
 from common.contracts.base import RequestBody, ResponseBody
-from common.types import EMAIL_PATTERN, TENANT_ID_PATTERN
+from common.types import Email, TenantId
 
 Plan = Literal["starter", "professional", "enterprise"]
 CheckStatus = Literal["passed", "failed", "warning"]
@@ -20,9 +20,9 @@ class BootstrapRequest(RequestBody):
 
 
 class DryrunRequest(RequestBody):
-    org_slug: str = Field(pattern=TENANT_ID_PATTERN, description="Tenant id; also the dataset name.")
+    org_slug: TenantId = Field(description="Tenant id; also the dataset name.")
     company_name: str = Field(min_length=1, max_length=200)
-    admin_email: str = Field(pattern=EMAIL_PATTERN, max_length=320)
+    admin_email: Email
     subscription_plan: Plan = "starter"
 
 
@@ -32,8 +32,8 @@ class OnboardRequest(DryrunRequest):
 
 
 class CustomerOnboardRequest(RequestBody):
-    tenant_id: str = Field(pattern=TENANT_ID_PATTERN)
-    admin_email: str | None = Field(None, pattern=EMAIL_PATTERN, max_length=320)
+    tenant_id: TenantId
+    admin_email: Email | None = None
     company_name: str | None = Field(None, min_length=1, max_length=200)
     subscription_plan: Plan = "starter"
 

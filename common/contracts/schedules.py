@@ -8,7 +8,7 @@ from typing import Any, Literal
 from pydantic import Field
 
 from common.contracts.base import RequestBody, ResponseBody
-from common.types import TEMPLATE_PATH_PATTERN
+from common.types import TEMPLATE_PATH_PATTERN, TemplatePath
 
 SCHEDULE_TEMPLATE_PATTERN = TEMPLATE_PATH_PATTERN
 
@@ -16,8 +16,8 @@ SCHEDULE_TEMPLATE_PATTERN = TEMPLATE_PATH_PATTERN
 class ScheduleRequest(RequestBody):
     """A tenant schedule: run `template` with `parameters` at every slot of `cron`, read in `time_zone`."""
 
-    template: str = Field(
-        pattern=SCHEDULE_TEMPLATE_PATTERN, description="provider/domain/template, e.g. gcp/cost/cost_billing."
+    template: TemplatePath = Field(
+        description="provider/domain/template, e.g. gcp/cost/cost_billing."
     )
     cron: str = Field(
         max_length=100,

@@ -13,7 +13,7 @@ import datetime as dt
 from collections.abc import Callable
 from typing import Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, field_validator
 
 from common.errors import ConfigurationError
 from common.metadata.integrations import Integration, read_integration
@@ -21,10 +21,9 @@ from common.metadata.schemas import load_schema, schema_names
 from common.processors.registry import StepContext, StepResult
 from common.sources.cost_window import CostFetch, CostWindow
 from common.sources.provider_http import ProviderApi
-from common.types import TABLE_NAME_PATTERN, utcnow
+from common.types import TableName, utcnow
 from common.warehouse.sql import quote_identifier, table_ref
 
-IDENT = TABLE_NAME_PATTERN
 ROWS_PER_STATEMENT = 500  # keeps each INSERT's parameter well under BigQuery's request size limit
 
 FetchDay = Callable[[ProviderApi, CostWindow, Integration], CostFetch]
@@ -40,7 +39,7 @@ class CostApiConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     raw_schema: ClassVar[str]
 
-    table: str = Field(pattern=IDENT)
+    table: TableName
 
     @field_validator("table")
     @classmethod

@@ -13,7 +13,7 @@ from common.errors import StepFailed
 from common.metadata.schemas import load_schema
 from common.processors.reconcile import reconcile
 from common.processors.registry import StepContext, StepResult, processor
-from common.types import COLUMN_NAME_PATTERN, TABLE_NAME_PATTERN, utcnow
+from common.types import COLUMN_NAME_PATTERN, ColumnName, TableName, utcnow
 from common.warehouse.sql import quote_identifier, table_ref
 
 COLUMN = COLUMN_NAME_PATTERN
@@ -26,7 +26,7 @@ class Check(BaseModel):
 
     name: str | None = Field(None, pattern=r"^[A-Za-z0-9_.\-]{1,100}$")
     type: Literal["not_null", "unique", "row_count", "accepted_values", "expression", "reconcile"]
-    column: str | None = Field(None, pattern=COLUMN)
+    column: ColumnName | None = None
     columns: list[str] = Field(default_factory=list)
     values: list[Any] = Field(default_factory=list)
     min: int | None = None
@@ -69,7 +69,7 @@ class DqConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    table: str = Field(pattern=TABLE_NAME_PATTERN)
+    table: TableName
     where: str | None = None
     checks: list[Check] = Field(min_length=1)
 

@@ -20,7 +20,7 @@ from common.metadata.integrations import read_integration
 from common.processors.registry import StepContext, StepResult, processor
 from common.sources.files import ColumnNames, Format, read_location
 from common.tenancy import WritableTable
-from common.types import COLUMN_NAME_PATTERN, TABLE_NAME_PATTERN
+from common.types import COLUMN_NAME_PATTERN, TABLE_NAME_PATTERN, TableName
 
 IDENT = TABLE_NAME_PATTERN
 COLUMN = COLUMN_NAME_PATTERN
@@ -49,8 +49,8 @@ class FileSourceConfig(BaseModel):
     integration: str | None = Field(
         None, description="provider whose integration settings give the location when `uri` is empty"
     )
-    location_setting: str | None = Field(
-        None, pattern=TABLE_NAME_PATTERN, description="default: the provider's file location setting"
+    location_setting: TableName | None = Field(
+        None, description="default: the provider's file location setting"
     )
     uri: str = Field("", max_length=2048, description="file or folder; overrides the integration's location")
     format: Format = "auto"

@@ -17,7 +17,7 @@ from common.metadata import api_keys, control_dataset, organizations, subscripti
 from common.metadata.schemas import load_schema, schema_names
 from common.metadata.subscriptions import plans
 from common.processors.registry import NoConfig, StepContext, StepResult, processor
-from common.types import EMAIL_PATTERN, VARIABLE_NAME_PATTERN, utcnow
+from common.types import EMAIL_PATTERN, VariableName, utcnow
 
 EMAIL_RE = re.compile(EMAIL_PATTERN)
 RESERVED_SLUGS = frozenset({"information_schema", "pg_catalog", "main", "temp", "system", "organizations"})
@@ -28,7 +28,7 @@ class DatasetConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    recreate_variable: str | None = Field(None, pattern=VARIABLE_NAME_PATTERN)
+    recreate_variable: VariableName | None = None
 
 
 class TablesConfig(DatasetConfig):

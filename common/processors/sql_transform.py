@@ -16,10 +16,12 @@ from common.errors import ConfigurationError
 from common.metadata.reference import REFERENCE_DIR, load_reference_table
 from common.metadata.schemas import load_schema, schema_names
 from common.processors.registry import StepContext, StepResult, processor
-from common.types import COLUMN_NAME_PATTERN, TABLE_NAME_PATTERN, VARIABLE_NAME_PATTERN
+from common.types import (
+    ColumnName,
+    TableName,
+    VariableName,
+)
 from common.warehouse.sql import quote_identifier, table_ref
-
-IDENT = TABLE_NAME_PATTERN
 
 
 class Destination(BaseModel):
@@ -27,12 +29,12 @@ class Destination(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    table: str = Field(pattern=IDENT)
-    schema_name: str | None = Field(None, alias="schema", pattern=IDENT)
+    table: TableName
+    schema_name: TableName | None = Field(None, alias="schema")
     write_mode: Literal["replace_partition", "replace_where", "truncate", "append"] = "replace_partition"
-    partition_column: str | None = Field(None, pattern=COLUMN_NAME_PATTERN)
-    partition_value: str = Field(
-        "date", pattern=VARIABLE_NAME_PATTERN, description="variable naming the partition"
+    partition_column: ColumnName | None = None
+    partition_value: VariableName = Field(
+        "date", description="variable naming the partition"
     )
     replace_where: str | None = Field(
         None,

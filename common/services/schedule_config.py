@@ -18,13 +18,13 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from common.bus.messages import CADENCE_PATTERN
-from common.contracts.schedules import SCHEDULE_TEMPLATE_PATTERN
 from common.errors import BadRequest, ConfigurationError, NotFound
 from common.services.cron import longest_interval, parse_cron, parse_time_zone, shortest_interval
 from common.settings import CONFIGS_DIR
 from common.templates import load_template, resolve_template
 from common.templates.resolver import InvalidParameter
 from common.tenancy import TENANT_ID_RE
+from common.types import TemplatePath
 
 PLATFORM_NAME_RE = re.compile(r"^[A-Za-z0-9_]{1,64}$")  # no "-": never equal to a tenant schedule id (a UUID)
 CADENCE_RE = re.compile(CADENCE_PATTERN)
@@ -47,7 +47,7 @@ class PlatformSchedule(BaseModel):
 
     cron: str
     time_zone: str
-    template: str = Field(pattern=SCHEDULE_TEMPLATE_PATTERN)
+    template: TemplatePath
     tenants: Literal["*"] | list[str]
     parameters: dict[str, Any] = Field(default_factory=dict)
     dispatcher: str | None = None  # the finest dispatcher when absent

@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from common.types import STEP_ID_PATTERN
+from common.types import StepId
 
 VariableType = Literal["string", "date", "int", "bool", "enum"]
 
@@ -41,7 +41,7 @@ class StepSpec(BaseModel):
 
     model_config = ConfigDict(extra="allow")
 
-    step_id: str = Field(pattern=STEP_ID_PATTERN)
+    step_id: StepId
     name: str = ""
     ps_type: str = Field(pattern=r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+$")
     trigger: Literal["always", "on_success", "on_failure"] = "on_success"

@@ -7,7 +7,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from common.errors import ConfigurationError
-from common.types import COLUMN_NAME_PATTERN
+from common.types import ColumnName
 
 _LEGACY_TO_STANDARD = {
     "STRING": "STRING", "BYTES": "BYTES", "INTEGER": "INT64", "INT64": "INT64", "FLOAT": "FLOAT64",
@@ -22,7 +22,7 @@ class SchemaField(BaseModel):
 
     model_config = ConfigDict(extra="ignore")
 
-    name: str = Field(pattern=COLUMN_NAME_PATTERN)
+    name: ColumnName
     type: str
     mode: Literal["NULLABLE", "REQUIRED", "REPEATED"] = "NULLABLE"
     description: str = ""

@@ -10,7 +10,7 @@ from cryptography.hazmat.primitives.serialization import load_pem_private_key
 from pydantic import AfterValidator, ConfigDict, Field, SecretStr
 
 from common.providers.base import CredentialModel, SettingsModel
-from common.types import EMAIL_PATTERN
+from common.types import Email
 
 # BigQuery project ids: 6-30 of a-z0-9-, a letter first, no hyphen last; legacy ones may be `domain:project`.
 GCP_PROJECT = r"(?:[a-z0-9][a-z0-9.-]{0,61}[a-z0-9]:)?[a-z][a-z0-9-]{4,28}[a-z0-9]"
@@ -38,7 +38,7 @@ class GcpServiceAccount(CredentialModel):
 
     type: Literal["service_account"] = Field(description="'service_account'")
     project_id: str = Field(pattern=rf"^{GCP_PROJECT}$", description="a Google Cloud project id")
-    client_email: str = Field(pattern=EMAIL_PATTERN, max_length=320, description="an email address")
+    client_email: Email = Field(description="an email address")
     private_key: Annotated[SecretStr, AfterValidator(_pem_private_key)] = Field(
         description="a PEM private key"
     )

@@ -7,11 +7,12 @@ from typing import ClassVar
 from pydantic import Field
 
 from common.metadata.integrations import Integration
-from common.processors.cost_api import IDENT, CostApiConfig, load_cost_day
+from common.processors.cost_api import CostApiConfig, load_cost_day
 from common.processors.registry import StepContext, StepResult, processor
 from common.providers.openai.costs_api import fetch_costs, openai_api
 from common.sources.cost_window import CostFetch, CostWindow
 from common.sources.provider_http import ProviderApi
+from common.types import TableName
 
 RAW_TABLE = "openai_costs_raw"
 
@@ -20,7 +21,7 @@ class OpenAiCostsConfig(CostApiConfig):
     """An openai.costs step as written in a template."""
 
     raw_schema: ClassVar[str] = RAW_TABLE
-    table: str = Field(RAW_TABLE, pattern=IDENT, description="raw table the day is replaced in")
+    table: TableName = Field(RAW_TABLE, description="raw table the day is replaced in")
 
 
 def _fetch_day(api: ProviderApi, window: CostWindow, integration: Integration) -> CostFetch:
