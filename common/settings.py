@@ -30,6 +30,19 @@ class Settings(BaseSettings):
     bigquery_emulator_host: str | None = Field(None, description="BigQuery emulator endpoint, if any.")
     pubsub_emulator_host: str | None = Field(None, description="Pub/Sub emulator host:port, if any.")
     kms_key_name: str | None = Field(None, description="Cloud KMS key for the gcp-kms keyring.")
+    gcp_kms_key_name: str | None = Field(
+        None, description="The described system's name for KMS_KEY_NAME, used when KMS_KEY_NAME is unset."
+    )
+    kms_project_id: str | None = Field(None, description="With KMS_LOCATION, KMS_KEYRING, KMS_KEY: the KMS key.")
+    kms_location: str | None = Field(None, description="Location of the KMS key ring (with KMS_PROJECT_ID).")
+    kms_keyring: str | None = Field(None, description="KMS key ring (with KMS_PROJECT_ID).")
+    kms_key: str | None = Field(None, description="KMS crypto key (with KMS_PROJECT_ID).")
+    environment: Literal["development", "staging", "production"] = Field(
+        "development", description="production refuses the embedded defaults that are unsafe there."
+    )
+    enable_api_docs: bool | None = Field(
+        None, description="Serve the interactive API page at /docs; default true outside production."
+    )
     bqemulator_bin: str | None = Field(None, description="bqemulator program for `local up` and tests.")
     control_dataset: TenantId = Field("organizations", description="Control dataset.")
     steps_topic: str = Field("convergence-steps", description="Topic of step messages.")
@@ -94,12 +107,17 @@ class Settings(BaseSettings):
             raise ValueError("must be at least 16 characters")
         return value
 
-    @field_validator("kms_key_name")
+    @field_validator("kms_key_name", "gcp_kms_key_name")
     @classmethod
     def _kms_key_shape(cls, value: str | None) -> str | None:
         if value is not None and not value.startswith("projects/"):
             raise ValueError("must look like projects/P/locations/L/keyRings/R/cryptoKeys/K")
         return value
+
+    @property
+    def api_docs_enabled(self) -> bool:
+        """Whether /docs is served: ENABLE_API_DOCS, else everywhere but production."""
+        return self.enable_api_docs if self.enable_api_docs is not None else self.environment != "production"
 
     @property
     def duckdb_path(self) -> Path:
@@ -133,9 +151,62 @@ def load_settings() -> Settings:
         first = exc.errors()[0]
         variable = str(first["loc"][0]).upper() if first["loc"] else "settings"
         raise ConfigurationError(f"{variable}: {first['msg']}") from None
+    settings = settings.model_copy(update={"kms_key_name": _kms_key_name(settings)})
     if settings.convergence_keyring == "gcp-kms" and not settings.kms_key_name:
         raise ConfigurationError("KMS_KEY_NAME: required when CONVERGENCE_KEYRING=gcp-kms")
+    _refuse_unsafe_production(settings)
     return settings
+
+
+KMS_PARTS = ("kms_project_id", "kms_location", "kms_keyring", "kms_key")
+
+
+def _kms_key_name(settings: Settings) -> str | None:
+    """The KMS key: KMS_KEY_NAME, else GCP_KMS_KEY_NAME, else built from KMS_PROJECT_ID, KMS_LOCATION,
+    KMS_KEYRING and KMS_KEY (the described system's names). Settings that name different keys stop start-up."""
+    parts = {name: getattr(settings, name) for name in KMS_PARTS}
+    given = [name for name, value in parts.items() if value]
+    composed = None
+    if given:
+        missing = [name.upper() for name in KMS_PARTS if name not in given]
+        if missing:
+            raise ConfigurationError(
+                f"{', '.join(missing)}: required with {', '.join(n.upper() for n in given)} to name the KMS key"
+            )
+        composed = (
+            f"projects/{parts['kms_project_id']}/locations/{parts['kms_location']}"
+            f"/keyRings/{parts['kms_keyring']}/cryptoKeys/{parts['kms_key']}"
+        )
+    named = [
+        (variable, value)
+        for variable, value in (
+            ("KMS_KEY_NAME", settings.kms_key_name),
+            ("GCP_KMS_KEY_NAME", settings.gcp_kms_key_name),
+            ("KMS_PROJECT_ID + KMS_LOCATION + KMS_KEYRING + KMS_KEY", composed),
+        )
+        if value
+    ]
+    for variable, value in named[1:]:
+        if value != named[0][1]:
+            raise ConfigurationError(
+                f"{named[0][0]} and {variable} name different KMS keys ({named[0][1]} and {value}): set one"
+            )
+    return named[0][1] if named else None
+
+
+def _refuse_unsafe_production(settings: Settings) -> None:
+    """ENVIRONMENT=production runs on Google Cloud: the embedded adapters and a generated root key are refused."""
+    if settings.environment != "production":
+        return
+    for variable, value, embedded in (
+        ("CONVERGENCE_WAREHOUSE", settings.convergence_warehouse, "duckdb"),
+        ("CONVERGENCE_BUS", settings.convergence_bus, "local"),
+        ("CONVERGENCE_KEYRING", settings.convergence_keyring, "local"),
+    ):
+        if value == embedded:
+            raise ConfigurationError(f"{variable}: {embedded} is the embedded default, refused in production")
+    if settings.ca_root_api_key is None:
+        raise ConfigurationError("CA_ROOT_API_KEY: required in production (it is never generated there)")
 
 
 @lru_cache(maxsize=1)

@@ -176,3 +176,84 @@ def test_serve_prints_the_settings_error_verbatim(
     expected = caught.value.message
     output = " ".join(serve_with(environment).stderr.split())
     assert expected in output, f"the message was altered on its way out: {output!r} vs {expected!r}"
+
+
+# -- the described system's KMS names, ENVIRONMENT and ENABLE_API_DOCS ----------------------------------
+
+
+def test_gcp_kms_key_name_sets_the_key_when_kms_key_name_is_unset(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CONVERGENCE_KEYRING", "gcp-kms")
+    monkeypatch.setenv("GCP_KMS_KEY_NAME", VALID_KMS_KEY)
+    assert load_settings().kms_key_name == VALID_KMS_KEY
+
+
+def test_the_four_kms_parts_build_the_key_name(monkeypatch: pytest.MonkeyPatch) -> None:
+    parts = {"KMS_PROJECT_ID": "prod-123", "KMS_LOCATION": "us-central1", "KMS_KEYRING": "ring", "KMS_KEY": "kek"}
+    for name, value in parts.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("CONVERGENCE_KEYRING", "gcp-kms")
+    assert load_settings().kms_key_name == "projects/prod-123/locations/us-central1/keyRings/ring/cryptoKeys/kek"
+
+
+def test_agreeing_kms_settings_are_accepted(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KMS_KEY_NAME", VALID_KMS_KEY)
+    monkeypatch.setenv("GCP_KMS_KEY_NAME", VALID_KMS_KEY)
+    assert load_settings().kms_key_name == VALID_KMS_KEY
+
+
+def test_disagreeing_kms_settings_stop_start_up_naming_both(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KMS_KEY_NAME", VALID_KMS_KEY)
+    for name, value in {"KMS_PROJECT_ID": "other", "KMS_LOCATION": "eu", "KMS_KEYRING": "r", "KMS_KEY": "k"}.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(ConfigurationError) as caught:
+        load_settings()
+    message = caught.value.message
+    assert message.startswith("KMS_KEY_NAME and KMS_PROJECT_ID + KMS_LOCATION + KMS_KEYRING + KMS_KEY"), message
+    assert "\n" not in message
+
+
+def test_an_incomplete_set_of_kms_parts_names_what_is_missing(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KMS_PROJECT_ID", "prod-123")
+    monkeypatch.setenv("KMS_KEY", "kek")
+    with pytest.raises(ConfigurationError, match=r"^KMS_LOCATION, KMS_KEYRING: required with KMS_PROJECT_ID, KMS_KEY"):
+        load_settings()
+
+
+def test_api_docs_are_on_outside_production_and_follow_enable_api_docs(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert load_settings().environment == "development" and load_settings().api_docs_enabled
+    monkeypatch.setenv("ENABLE_API_DOCS", "false")
+    assert not load_settings().api_docs_enabled
+
+
+@pytest.mark.parametrize(
+    ("variable", "overrides"),
+    [
+        ("CONVERGENCE_WAREHOUSE", {"CONVERGENCE_WAREHOUSE": "duckdb"}),
+        ("CONVERGENCE_BUS", {"CONVERGENCE_BUS": "local"}),
+        ("CONVERGENCE_KEYRING", {"CONVERGENCE_KEYRING": "local"}),
+        ("CA_ROOT_API_KEY", {"CA_ROOT_API_KEY": ""}),
+    ],
+)
+def test_production_refuses_the_embedded_defaults(
+    variable: str, overrides: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    deployed = {"ENVIRONMENT": "production", "CONVERGENCE_WAREHOUSE": "bigquery", "CONVERGENCE_BUS": "pubsub",
+                "CONVERGENCE_KEYRING": "gcp-kms", "KMS_KEY_NAME": VALID_KMS_KEY}  # fmt: skip
+    for name, value in {**deployed, **overrides}.items():
+        if value:
+            monkeypatch.setenv(name, value)
+        else:
+            monkeypatch.delenv(name, raising=False)
+    with pytest.raises(ConfigurationError) as caught:
+        load_settings()
+    assert caught.value.message.startswith(variable), caught.value.message
+
+
+def test_production_with_the_google_cloud_adapters_starts(monkeypatch: pytest.MonkeyPatch) -> None:
+    deployed = {"ENVIRONMENT": "production", "CONVERGENCE_WAREHOUSE": "bigquery", "CONVERGENCE_BUS": "pubsub",
+                "CONVERGENCE_KEYRING": "gcp-kms", "GCP_KMS_KEY_NAME": VALID_KMS_KEY}  # fmt: skip
+    for name, value in deployed.items():
+        monkeypatch.setenv(name, value)
+    settings = load_settings()
+    assert settings.environment == "production" and settings.kms_key_name == VALID_KMS_KEY
+    assert not settings.api_docs_enabled
