@@ -8,11 +8,12 @@ from typing import Annotated
 from pydantic import AfterValidator
 
 from common.errors import BadRequest
-from common.types import SEGMENT_PATTERN, TABLE_NAME_PATTERN, TENANT_ID_PATTERN
+from common.types import SEGMENT_PATTERN, TABLE_NAME_PATTERN, TEMPLATE_NAME_PATTERN, TENANT_ID_PATTERN
 
 TENANT_ID_RE = re.compile(TENANT_ID_PATTERN)
 TABLE_NAME_RE = re.compile(TABLE_NAME_PATTERN)
 TEMPLATE_SEGMENT_RE = re.compile(SEGMENT_PATTERN)
+TEMPLATE_NAME_RE = re.compile(TEMPLATE_NAME_PATTERN)
 
 # Tables of a tenant's dataset that the platform owns; tenants read them but never upload into them.
 METADATA_TABLES = frozenset({"pipeline_runs", "step_logs", "dq_results"})
@@ -44,9 +45,10 @@ def validate_table_name(value: str) -> str:
 
 
 def validate_template_segment(value: str, what: str) -> str:
-    """A provider, domain or template name from a URL: never a path."""
-    if not isinstance(value, str) or not TEMPLATE_SEGMENT_RE.fullmatch(value):
-        raise BadRequest(f"{what} must match {TEMPLATE_SEGMENT_RE.pattern}", code=f"invalid_{what}")
+    """A provider, domain or template name from a URL: never a path. Template names may hold hyphens."""
+    rule = TEMPLATE_NAME_RE if what == "template" else TEMPLATE_SEGMENT_RE
+    if not isinstance(value, str) or not rule.fullmatch(value):
+        raise BadRequest(f"{what} must match {rule.pattern}", code=f"invalid_{what}")
     return value
 
 

@@ -17,8 +17,8 @@ TABLE_NAME_PATTERN = r"^[a-z][a-z0-9_]{0,63}$"
 # A provider, domain or template name: one path segment, never a path. Template names may hold hyphens, as
 # the described system's `bill-sample-export-template` does (CONTRACT §2); providers and domains may not.
 SEGMENT_PATTERN = r"^[a-z][a-z0-9_]{0,49}$"
-TEMPLATE_NAME_PATTERN = r"^[a-z][a-z0-9_]{0,49}$"
-TEMPLATE_PATH_PATTERN = r"^[a-z][a-z0-9_]{0,49}/[a-z][a-z0-9_]{0,49}/[a-z][a-z0-9_]{0,49}$"
+TEMPLATE_NAME_PATTERN = r"^[a-z][a-z0-9_-]{0,63}$"
+TEMPLATE_PATH_PATTERN = r"^[a-z][a-z0-9_]{0,49}/[a-z][a-z0-9_]{0,49}/[a-z][a-z0-9_-]{0,63}$"
 EMAIL_PATTERN = r"^[^@\s<>,;]{1,64}@[A-Za-z0-9.-]{1,253}\.[A-Za-z]{2,63}$"
 # A column of a warehouse table, as BigQuery allows it (case kept, at most 300 characters).
 COLUMN_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]{0,299}$"

@@ -44,8 +44,8 @@ def plant(
     monkeypatch.setattr(loader, "CONFIGS_DIR", configs)
     loader.load_template.cache_clear()
 
-    def write(step: dict[str, Any]) -> None:
-        path = configs / "gcp" / "cost" / "planted.yml"
+    def write(step: dict[str, Any], name: str = "planted") -> None:
+        path = configs / "gcp" / "cost" / f"{name}.yml"
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(yaml.safe_dump({"description": "planted", "steps": [step]}, sort_keys=False))
         loader.load_template.cache_clear()
@@ -114,3 +114,32 @@ def test_the_same_step_written_correctly_is_accepted(runtime, trigger_client, ac
     run_path = f"/api/v1/pipelines/runs/{body['pipeline_logging_id']}"
     run = assert_json(trigger_client.get(run_path, headers=acme), 200)
     assert run["status"] == "COMPLETE", run
+
+
+def test_a_template_name_with_hyphens_runs_and_keeps_them_in_its_pipeline_id(runtime, trigger_client, acme, plant):
+    plant(GOOD_STEP, name="bill-sample-export-template")
+
+    path = "/api/v1/pipelines/run/acme/gcp/cost/bill-sample-export-template"
+    body = assert_json(trigger_client.post(path, headers=acme, json={"date": "2024-05-01"}), 202)
+
+    assert body["pipeline_id"] == "acme-gcp-cost-bill-sample-export-template"
+    wait_for_bus(runtime)
+    run = assert_json(trigger_client.get(f"/api/v1/pipelines/runs/{body['pipeline_logging_id']}", headers=acme), 200)
+    assert run["status"] == "COMPLETE" and run["template"] == "bill-sample-export-template", run
+
+
+@pytest.mark.parametrize(
+    ("path", "code"),
+    [
+        ("/api/v1/pipelines/run/acme/gcp/cost/-leading-hyphen", "invalid_template"),
+        ("/api/v1/pipelines/run/acme/gcp/cost/Upper-Case", "invalid_template"),
+        ("/api/v1/pipelines/run/acme/gcp/cost/dots..in-name", "invalid_template"),
+        ("/api/v1/pipelines/run/acme/gcp-x/cost/planted", "invalid_provider"),
+        ("/api/v1/pipelines/run/acme/gcp/cost-x/planted", "invalid_domain"),
+    ],
+)
+def test_hyphens_stay_refused_where_names_do_not_allow_them(runtime, trigger_client, acme, plant, path, code):
+    plant(GOOD_STEP)
+    before = run_records(runtime, trigger_client, acme)
+    assert_error(trigger_client.post(path, headers=acme, json={}), 400, code)
+    assert run_records(runtime, trigger_client, acme) == before
