@@ -116,7 +116,9 @@ def test_the_same_step_written_correctly_is_accepted(runtime, trigger_client, ac
     assert run["status"] == "COMPLETE", run
 
 
-def test_a_template_name_with_hyphens_runs_and_keeps_them_in_its_pipeline_id(runtime, trigger_client, acme, plant):
+def test_a_template_name_with_hyphens_runs_and_keeps_them_in_its_pipeline_id(
+    runtime, trigger_client, acme, plant
+):
     plant(GOOD_STEP, name="bill-sample-export-template")
 
     path = "/api/v1/pipelines/run/acme/gcp/cost/bill-sample-export-template"
@@ -124,7 +126,8 @@ def test_a_template_name_with_hyphens_runs_and_keeps_them_in_its_pipeline_id(run
 
     assert body["pipeline_id"] == "acme-gcp-cost-bill-sample-export-template"
     wait_for_bus(runtime)
-    run = assert_json(trigger_client.get(f"/api/v1/pipelines/runs/{body['pipeline_logging_id']}", headers=acme), 200)
+    run_path = f"/api/v1/pipelines/runs/{body['pipeline_logging_id']}"
+    run = assert_json(trigger_client.get(run_path, headers=acme), 200)
     assert run["status"] == "COMPLETE" and run["template"] == "bill-sample-export-template", run
 
 
