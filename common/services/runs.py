@@ -26,18 +26,17 @@ def run_view(latest: RunRecord, steps: dict[int, StepRecord], pipeline: Resolved
         record = steps.get(index)
         if record is None:
             plan = planned[index]
-            views.append(
-                RunStep(
-                    step_index=index, step_id=plan.step_id, name=plan.name, ps_type=plan.ps_type, status="PENDING",
-                    start_time=None, end_time=None, duration_ms=None, rows_processed=None, error_message=None,
-                )  # fmt: skip
-            )
+            pending = RunStep(
+                step_index=index, step_id=plan.step_id, name=plan.name, ps_type=plan.ps_type, status="PENDING",
+                start_time=None, end_time=None, duration_ms=None, rows_processed=None, error_message=None,
+            )  # fmt: skip
+            views.append(pending)
             continue
         views.append(
             RunStep(
                 step_index=index,
                 step_id=record.step_id,
-                name=record.name or record.step_id,
+                name=record.name if record.name is not None else record.step_id,  # a "" name stays ""
                 ps_type=record.ps_type,
                 status="RUNNING" if record.status == "RETRYING" else record.status,  # type: ignore[arg-type]
                 start_time=record.start_time,
