@@ -21,12 +21,10 @@ from common.errors import (
     ValidationFailed,
 )
 from common.metadata import runs as records
-from common.processors.registry import is_registered
 from common.runtime import Runtime
 from common.services import quotas
 from common.services.runs import run_view
 from common.templates import list_templates, load_template, resolve_template
-from common.templates.resolver import TemplateError
 
 IDEMPOTENCY_KEY_RE = re.compile(r"^[A-Za-z0-9_.:\-]{1,128}$")
 RUN_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
@@ -71,9 +69,6 @@ def start_run(
         template, tenant_id=tenant_id, provider=provider, domain=domain,
         template_name=template_name, run_id=run_id, request=body,
     )  # fmt: skip
-    unknown = sorted({s.ps_type for s in pipeline.steps if not is_registered(s.ps_type)})
-    if unknown:
-        raise TemplateError(f"template uses unknown ps_type: {', '.join(unknown)}")
     run_fingerprint = fingerprint(pipeline.pipeline_id, pipeline.parameters)
     wh = rt.warehouse
     with wh.lock(f"start:{tenant_id}:{pipeline.pipeline_id}"):
