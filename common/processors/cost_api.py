@@ -16,9 +16,10 @@ from typing import Any, ClassVar
 from pydantic import BaseModel, ConfigDict, field_validator
 
 from common.errors import ConfigurationError
-from common.metadata.integrations import Integration, read_integration
+from common.metadata.integrations import Integration, IntegrationMissing, read_integration
 from common.metadata.schemas import load_schema, schema_names
 from common.processors.registry import StepContext, StepResult
+from common.processors.uploaded import integration_setup, use_uploaded_rows
 from common.sources.cost_window import CostFetch, CostWindow
 from common.sources.provider_http import ProviderApi
 from common.types import TableName, utcnow
@@ -87,9 +88,26 @@ def _replace_day(ctx: StepContext, table: str, schema_name: str, window: CostWin
 def load_cost_day(
     ctx: StepContext, config: CostApiConfig, *, provider: str, fetch_day: FetchDay, make_api: MakeApi
 ) -> StepResult:
-    """Fetch the run's day with the tenant's `provider` key and replace that day in `config.table`."""
+    """Fetch the run's day with the tenant's `provider` key and replace that day in `config.table`.
+
+    Without an integration, the day's rows the tenant uploaded into `config.table` are the day.
+    """
     window = _window(ctx)
-    integration = read_integration(ctx.runtime, ctx.tenant_id, provider)
+    try:
+        integration = read_integration(ctx.runtime, ctx.tenant_id, provider)
+    except IntegrationMissing:
+        where = (
+            "bucket_start >= TIMESTAMP(@date) AND bucket_start < TIMESTAMP(DATE_ADD(@date, INTERVAL 1 DAY))"
+        )
+        period = window.start.date().isoformat()
+        return use_uploaded_rows(
+            ctx,
+            table=config.table,
+            where=where,
+            period=period,
+            missing=f"no {provider} integration",
+            instead=integration_setup(ctx.tenant_id, provider),
+        )
     with make_api(ctx.runtime.settings, integration.credential.get_secret_value()) as api:
         fetch = fetch_day(api, window, integration)
     loaded_at = utcnow()

@@ -6,6 +6,10 @@ of the step's `integration` provider: the step's `location_setting`, or the sett
 with `register_file_provider` (its package's processors module does: aws `cur_location`, azure
 `export_location`). The raw table is replaced whole by each load, so a redelivered step leaves what one load
 leaves. Every column is STRING; later SQL steps type costs and dates with SAFE_CAST.
+
+With no `uri` and no integration to read the location from, the rows the tenant uploaded into the raw table
+are the load: those of the run's period (`period_where`) must be there, or the run fails saying both ways
+to provide them (`common.processors.uploaded`).
 """
 
 from __future__ import annotations
@@ -16,8 +20,9 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from common.errors import ConfigurationError, TerminalError
-from common.metadata.integrations import read_integration
+from common.metadata.integrations import IntegrationMissing, read_integration
 from common.processors.registry import StepContext, StepResult, processor
+from common.processors.uploaded import integration_setup, use_uploaded_rows
 from common.sources.files import ColumnNames, Format, read_location
 from common.tenancy import WritableTable
 from common.types import COLUMN_NAME_PATTERN, TABLE_NAME_PATTERN, TableName
@@ -57,6 +62,12 @@ class FileSourceConfig(BaseModel):
     column_names: ColumnNames = "snake_case"
     required_columns: list[str] = Field(default_factory=list)
     optional_columns: list[str] = Field(default_factory=list)
+    period_where: str | None = Field(
+        None,
+        max_length=4000,
+        description="predicate (using the run's variables, e.g. @date) selecting the run's period in the raw"
+        " table: the uploaded rows that stand in for the load when there is neither `uri` nor an integration",
+    )
 
     @field_validator("required_columns", "optional_columns")
     @classmethod
@@ -110,10 +121,33 @@ def _gcs_reader(ctx: StepContext) -> Any:
     return caches["gcs_reader"]
 
 
+def _uploaded(ctx: StepContext, config: FileSourceConfig, missing: str) -> StepResult:
+    """The period's uploaded rows of the raw table, or NoSourceData naming both ways to provide them."""
+    date = ctx.params.get("date")
+    period = f"the period of {date}" if date is not None else "this run"
+    if config.integration is not None:
+        instead = f"{integration_setup(ctx.tenant_id, config.integration)} or pass source_uri"
+    else:
+        instead = "pass source_uri (a file or folder, gs:// or under the platform's source roots)"
+    return use_uploaded_rows(
+        ctx, table=config.table, where=config.period_where, period=period, missing=missing, instead=instead
+    )
+
+
 @processor("source.files", config=FileSourceConfig)
 def load_files(ctx: StepContext, config: FileSourceConfig) -> StepResult:
-    """Read every file of the location and replace the tenant's raw table with their rows."""
-    location = source_location(ctx, config)
+    """Read every file of the location and replace the tenant's raw table with their rows.
+
+    With neither a `uri` nor an integration, keep the period's rows the tenant uploaded into the table.
+    """
+    try:
+        location = source_location(ctx, config)
+    except IntegrationMissing:
+        return _uploaded(ctx, config, f"no {config.integration} integration")
+    except ConfigurationError:
+        if config.integration is not None or config.uri.strip():
+            raise
+        return _uploaded(ctx, config, "no source_uri")
     loaded = read_location(
         location,
         ctx.runtime.settings,

@@ -292,6 +292,31 @@ def _refuse_case_clashes(names: Sequence[str], location: str) -> None:
         )
 
 
+def read_upload(
+    data: bytes,
+    fmt: str,
+    *,
+    column_names: ColumnNames,
+    required: Sequence[str] = (),
+    optional: Sequence[str] = (),
+    name: str = "the upload",
+) -> pa.Table:
+    """An uploaded file read the way `read_location` reads a file of a location: all STRING, renamed by
+    `column_names`, `required` columns present, absent `optional` ones added as NULL, `_source_file` set
+    to `name`. So a raw table holds the same columns whether its rows were uploaded or loaded."""
+    table = parse_file(data, fmt, name)
+    table = table.rename_columns(
+        rename_columns(table.column_names, column_names, name, added=(SOURCE_FILE_COLUMN,))
+    )
+    missing = [c for c in required if c not in table.column_names]
+    if missing:
+        raise TerminalError(f"{name} lacks required columns: {', '.join(missing)}", code="missing_columns")
+    for column in optional:
+        if column not in table.column_names:
+            table = table.append_column(column, pa.nulls(table.num_rows, pa.string()))
+    return table.append_column(SOURCE_FILE_COLUMN, pa.array([name] * table.num_rows, pa.string()))
+
+
 def read_location(
     location: str,
     settings: Settings,
@@ -325,7 +350,9 @@ def read_location(
                 f"{file.name} cannot be read: {exc.strerror or exc}", code="source_unreadable"
             ) from None
         table = parse_file(data, file.format, file.name)
-        table = table.rename_columns(rename_columns(table.column_names, column_names, file.name, added=(SOURCE_FILE_COLUMN,)))
+        table = table.rename_columns(
+            rename_columns(table.column_names, column_names, file.name, added=(SOURCE_FILE_COLUMN,))
+        )
         missing = [c for c in required if c not in table.column_names]
         if missing and table.num_columns:
             raise TerminalError(

@@ -145,12 +145,18 @@ def test_aws_run_for_a_month_the_cur_does_not_hold_fails_month_has_rows(platform
     )
 
 
+RAW_TABLES = {
+    "aws": "aws_cur_raw", "azure": "azure_cost_raw", "gcp": "gcp_billing_export_v1",
+    "openai": "openai_costs_raw", "anthropic": "anthropic_costs_raw",
+}  # fmt: skip
+
+
 @pytest.mark.parametrize(
     ("provider", "date"),
     [("aws", AWS_MONTH), ("azure", AZURE_MONTH), ("gcp", GCP_DAYS[0].isoformat()),
      ("openai", AI_DAY.isoformat()), ("anthropic", AI_DAY.isoformat())],
 )  # fmt: skip
-def test_run_without_the_providers_integration_fails_naming_the_setup_route(
+def test_run_without_integration_or_uploaded_rows_fails_naming_both_ways_to_provide_them(
     platform: Platform, provider: str, date: str
 ) -> None:
     org = f"no_{provider}"
@@ -159,9 +165,9 @@ def test_run_without_the_providers_integration_fails_naming_the_setup_route(
     run = platform.run(org, provider, date)
 
     message = failure(run)
-    assert (
-        f"{org} has no {provider} integration: set one up with POST /api/v1/integrations/{org}/{provider}/setup"
-        in message
-    )
+    table = RAW_TABLES[provider]
+    assert f"{org} has no {provider} integration and {table} holds no rows for " in message
+    assert f"set up the {provider} integration (POST /api/v1/integrations/{org}/{provider}/setup)" in message
+    assert f"upload the data (POST /api/v1/data/{org}/uploads/{table})" in message
     assert run["steps"][0]["status"] == "FAILED"
     assert {s["status"] for s in run["steps"][1:-1]} == {"SKIPPED"}

@@ -282,9 +282,10 @@ def test_uri_outside_the_source_roots_is_forbidden_and_keeps_the_loaded_table(
     assert runtime.warehouse.count_rows("acme", "aws_cur_raw") == 1281
 
 
-def test_no_uri_and_no_aws_integration_is_integration_missing(acme: str, runtime: Runtime) -> None:
+def test_no_uri_no_aws_integration_and_no_uploaded_rows_is_no_source_data(acme: str, runtime: Runtime) -> None:
     error = failed_step(runtime, "acme", CUR_STEP)
-    assert error.code == "integration_missing"
+    assert error.code == "no_source_data"
+    assert "acme has no aws integration and aws_cur_raw holds no rows" in error.message
     assert not runtime.warehouse.table_exists("acme", "aws_cur_raw")
 
 
@@ -516,7 +517,7 @@ def test_export_that_is_the_destination_itself_is_counted_not_copied(
 def test_missing_export_table_or_integration_fails_the_step_clearly(
     exports: dict[str, str], runtime: Runtime, integrate: Callable[..., None], service_account: dict[str, str]
 ) -> None:
-    assert failed_step(runtime, "acme", EXPORT_STEP, {"date": DAY.isoformat()}).code == "integration_missing"
+    assert failed_step(runtime, "acme", EXPORT_STEP, {"date": DAY.isoformat()}).code == "no_source_data"
     integrate("acme", exports["acme"], "gcp", key_file(service_account),
               {"billing_export_table": "local-project.acme.gcp_billing_export_v1_0123AB_456789_ABCDEF"})  # fmt: skip
     error = failed_step(runtime, "acme", EXPORT_STEP, {"date": DAY.isoformat()})

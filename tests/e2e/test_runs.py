@@ -32,7 +32,7 @@ from tests.conftest import wait_for_bus
 DAY = dt.date(2024, 5, 1)
 BEFORE, AFTER = DAY - dt.timedelta(days=1), DAY + dt.timedelta(days=1)
 UTC = dt.UTC
-STEP_IDS = ["daily_cost", "quality", "notify_failure"]
+STEP_IDS = ["copy_export", "daily_cost", "quality", "notify_failure"]
 RUN_PATH = "/api/v1/pipelines/run/{tenant}/gcp/cost/cost_billing"
 
 
@@ -117,6 +117,11 @@ def assert_day_matches_export(rt: Runtime, tenant: str, day: dt.date, totals: di
     return output
 
 
+def daily_rows(rows: list[dict[str, Any]], day: dt.date) -> int:
+    """Export rows whose usage starts in `day` (UTC)."""
+    return sum(r["usage_start_time"].astimezone(UTC).date() == day for r in rows)
+
+
 def outbox(tenant: str) -> Path:
     return Path(os.environ["CONVERGENCE_HOME"]) / "outbox" / tenant
 
@@ -189,7 +194,8 @@ def test_cost_billing_run_writes_only_its_day(runtime, trigger_client, acme, loa
     output = assert_day_matches_export(runtime, "acme", DAY, daily_totals(loaded_acme)[DAY])
     assert {r["usage_date"] for r in rows_of(runtime, "acme", "billing_cost_daily")} == {DAY}
     view = get_run(trigger_client, acme, run_id)
-    assert view["steps"][0]["rows_processed"] == len(output)
+    assert view["steps"][0]["rows_processed"] == daily_rows(loaded_acme, DAY), "the uploaded rows of the day"
+    assert view["steps"][1]["rows_processed"] == len(output)
 
 
 def test_cost_billing_run_records_pending_running_complete_as_appended_rows(
@@ -209,12 +215,12 @@ def test_cost_billing_run_records_pending_running_complete_as_appended_rows(
     assert view["status"] == "COMPLETE" and view["error_message"] is None
     assert view["duration_ms"] is not None and view["duration_ms"] >= 0
     assert [s["step_id"] for s in view["steps"]] == STEP_IDS
-    assert [s["status"] for s in view["steps"]] == ["COMPLETE", "COMPLETE", "SKIPPED"]
-    for step in view["steps"][:2]:
+    assert [s["status"] for s in view["steps"]] == ["COMPLETE", "COMPLETE", "COMPLETE", "SKIPPED"]
+    for step in view["steps"][:3]:
         assert isinstance(step["rows_processed"], int) and step["rows_processed"] > 0, step
         assert isinstance(step["duration_ms"], int) and step["duration_ms"] >= 0, step
         assert step["start_time"] and step["end_time"], step
-    assert view["steps"][1]["rows_processed"] == 6, "one result per data-quality check"
+    assert view["steps"][2]["rows_processed"] == 6, "one result per data-quality check"
 
 
 def test_cost_billing_writes_passing_dq_results_for_the_run(runtime, trigger_client, acme, loaded_acme):
@@ -282,7 +288,7 @@ def test_every_message_delivered_twice_leaves_the_same_tables_and_records_as_sin
     doubled = start_run(trigger_client, two_tenants["acme"], "acme")
     wait_for_bus(runtime)
 
-    assert all(deliveries[index] >= 2 for index in range(3)), deliveries
+    assert all(deliveries[index] >= 2 for index in range(4)), deliveries
     assert comparable(rows_of(runtime, "acme", "billing_cost_daily"), set()) == comparable(
         rows_of(runtime, "globex", "billing_cost_daily"), set()
     )
@@ -294,7 +300,7 @@ def test_every_message_delivered_twice_leaves_the_same_tables_and_records_as_sin
     assert comparable(list(latest_steps(runtime, "acme", doubled).values()), step_clock) == comparable(
         list(latest_steps(runtime, "globex", single).values()), step_clock
     )
-    assert len(step_records(runtime, "acme", doubled)) == len(step_records(runtime, "globex", single)) == 3
+    assert len(step_records(runtime, "acme", doubled)) == len(step_records(runtime, "globex", single)) == 4
     statuses = [r["status"] for r in run_records(runtime, "acme", doubled)]
     assert statuses == ["PENDING", "RUNNING", "COMPLETE"]
     assert statuses.count("COMPLETE") == 1
@@ -310,8 +316,8 @@ def test_failed_dq_check_stops_the_run_and_notifies_by_outbox_email(
     view = get_run(trigger_client, acme, run_id)
     assert view["status"] == "FAILED"
     assert "min_rows" in (view["error_message"] or ""), view["error_message"]
-    assert [s["status"] for s in view["steps"]] == ["COMPLETE", "FAILED", "COMPLETE"]
-    assert "min_rows" in view["steps"][1]["error_message"]
+    assert [s["status"] for s in view["steps"]] == ["COMPLETE", "COMPLETE", "FAILED", "COMPLETE"]
+    assert "min_rows" in view["steps"][2]["error_message"]
     assert [r["status"] for r in run_records(runtime, "acme", run_id)] == ["PENDING", "RUNNING", "FAILED"]
     failed = rows_of(
         runtime, "acme", "dq_results", "pipeline_logging_id = @run AND status = 'FAIL'", {"run": run_id}
@@ -333,7 +339,7 @@ def test_successful_run_skips_the_failure_notification_and_writes_no_email(
 
     view = get_run(trigger_client, acme, run_id)
     assert view["status"] == "COMPLETE"
-    assert view["steps"][2]["step_id"] == "notify_failure" and view["steps"][2]["status"] == "SKIPPED"
+    assert view["steps"][3]["step_id"] == "notify_failure" and view["steps"][3]["status"] == "SKIPPED"
     assert list(outbox("acme").glob("*.eml")) == []
 
 
@@ -357,15 +363,15 @@ def test_step_that_keeps_failing_transiently_is_dead_lettered_and_fails_the_run(
     assert dead == [
         (
             runtime.settings.dead_letter_topic,
-            {"schema": "convergence.step/v1", "run_id": run_id, "tenant_id": "acme", "step_index": 0},
+            {"schema": "convergence.step/v1", "run_id": run_id, "tenant_id": "acme", "step_index": 1},
         )
     ]
     view = get_run(trigger_client, acme, run_id)
     assert view["status"] == "FAILED"
     assert "3 delivery attempts" in view["error_message"], view["error_message"]
     assert "warehouse quota exceeded for this test" in view["error_message"]
-    assert [s["status"] for s in view["steps"]] == ["FAILED", "SKIPPED", "COMPLETE"]
-    first = [r["status"] for r in step_records(runtime, "acme", run_id) if r["step_index"] == 0]
+    assert [s["status"] for s in view["steps"]] == ["COMPLETE", "FAILED", "SKIPPED", "COMPLETE"]
+    first = [r["status"] for r in step_records(runtime, "acme", run_id) if r["step_index"] == 1]
     assert first == ["RETRYING", "RETRYING", "RETRYING", "FAILED"]
     assert [r["status"] for r in run_records(runtime, "acme", run_id)].count("FAILED") == 1
     assert (outbox("acme") / f"{run_id}-notify_failure.eml").is_file()
@@ -391,10 +397,11 @@ def test_transient_error_that_clears_on_retry_completes_with_one_complete_record
     assert get_run(trigger_client, acme, run_id)["status"] == "COMPLETE"
     records = step_records(runtime, "acme", run_id)
     assert [(r["step_index"], r["status"]) for r in records] == [
-        (0, "RETRYING"),
         (0, "COMPLETE"),
+        (1, "RETRYING"),
         (1, "COMPLETE"),
-        (2, "SKIPPED"),
+        (2, "COMPLETE"),
+        (3, "SKIPPED"),
     ]
     assert runtime.bus.dead_lettered == []
     assert [r["status"] for r in run_records(runtime, "acme", run_id)].count("COMPLETE") == 1
@@ -411,7 +418,7 @@ def test_bus_failing_deliveries_at_random_still_completes_each_step_once(
     assert bus.dead_lettered == []
     assert get_run(trigger_client, acme, run_id)["status"] == "COMPLETE"
     finals = Counter(r["step_index"] for r in step_records(runtime, "acme", run_id))
-    assert finals == {0: 1, 1: 1, 2: 1}
+    assert finals == {0: 1, 1: 1, 2: 1, 3: 1}
     assert [r["status"] for r in run_records(runtime, "acme", run_id)] == ["PENDING", "RUNNING", "COMPLETE"]
 
 
@@ -454,4 +461,4 @@ def test_step_index_beyond_the_pipeline_is_acknowledged_and_the_run_still_comple
 
     assert runtime.bus.dead_lettered == []
     assert get_run(trigger_client, acme, run_id)["status"] == "COMPLETE"
-    assert Counter(r["step_index"] for r in step_records(runtime, "acme", run_id)) == {0: 1, 1: 1, 2: 1}
+    assert Counter(r["step_index"] for r in step_records(runtime, "acme", run_id)) == {0: 1, 1: 1, 2: 1, 3: 1}

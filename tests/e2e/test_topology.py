@@ -77,7 +77,7 @@ def test_onboard_then_run_completes_over_http_and_pubsub(stack, acme):
     assert accepted.status_code == 202, accepted.text
     run = _wait_for_run(stack, acme, accepted.json()["pipeline_logging_id"], timeout=120)
     assert run["status"] == "COMPLETE", run
-    assert [s["status"] for s in run["steps"]] == ["COMPLETE", "COMPLETE", "SKIPPED"]
+    assert [s["status"] for s in run["steps"]] == ["COMPLETE", "COMPLETE", "COMPLETE", "SKIPPED"]
     totals = warehouse.query(
         f"SELECT SUM(cost) AS cost, SUM(credits) AS credits FROM {table_ref('acme', 'billing_cost_daily')}"
         " WHERE usage_date = @day",
@@ -89,6 +89,9 @@ def test_onboard_then_run_completes_over_http_and_pubsub(stack, acme):
 
 
 def test_a_step_failing_transiently_is_dead_lettered_and_fails_the_run(stack, acme):
+    warehouse = _warehouse(stack)
+    warehouse.create_table("acme", load_schema("tenant", "gcp_billing_export_v1"))
+    warehouse.insert_rows("acme", "gcp_billing_export_v1", generate_billing_export("acme", dt.date(2024, 5, 3), 1))
     accepted = httpx.post(
         f"{stack.endpoints['trigger']}/api/v1/pipelines/run/acme/gcp/cost/cost_billing",
         headers=acme, json={"date": "2024-05-03", "min_rows": 1000}, timeout=60,

@@ -407,7 +407,8 @@ def resolve_shipped(provider: str, domain: str, name: str, request: dict[str, An
 def test_shipped_cost_billing_resolves_for_a_tenant() -> None:
     pipeline = resolve_shipped("gcp", "cost", "cost_billing", {"date": "2024-02-10", "min_rows": "3"})
     assert pipeline.pipeline_id == "acme-gcp-cost-cost_billing"
-    sql = pipeline.steps[0].config["sql"]
+    assert pipeline.steps[0].ps_type == "gcp.billing_export"
+    sql = pipeline.steps[1].config["sql"]
     assert "`acme`.`gcp_billing_export_v1`" in sql
     assert "@date" in sql and "2024-02-10" not in sql
     assert pipeline.query_params()["date"] == dt.date(2024, 2, 10)

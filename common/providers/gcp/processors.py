@@ -2,7 +2,8 @@
 
 The export table is the gcp integration's `billing_export_table` (project.dataset.table). Re-running a day
 replaces that day, so the destination never holds a row twice (`billing_export` says how the export is
-reached in each mode).
+reached in each mode). A tenant without a gcp integration uploads the export's rows into the destination
+instead; the step then keeps them (`common.processors.uploaded`).
 """
 
 from __future__ import annotations
@@ -12,9 +13,10 @@ import datetime as dt
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from common.errors import ConfigurationError, TerminalError
-from common.metadata.integrations import Integration, read_integration
+from common.metadata.integrations import Integration, IntegrationMissing, read_integration
 from common.metadata.schemas import load_schema
 from common.processors.registry import StepContext, StepResult, processor
+from common.processors.uploaded import integration_setup, use_uploaded_rows
 from common.providers.gcp.billing_export import (
     ExportTable,
     copy_from_tenant_project,
@@ -27,6 +29,10 @@ from common.tenancy import WritableTable
 from common.types import TABLE_NAME_PATTERN
 
 SCHEMA = "gcp_billing_export_v1"
+# The run's day in the export's own column: the rows an upload provides when there is no integration.
+DAY_OF_EXPORT = (
+    "usage_start_time >= TIMESTAMP(@date) AND usage_start_time < TIMESTAMP(DATE_ADD(@date, INTERVAL 1 DAY))"
+)
 
 
 class BillingExportConfig(BaseModel):
@@ -62,10 +68,23 @@ def _run_day(ctx: StepContext) -> dt.date:
 
 @processor("gcp.billing_export", config=BillingExportConfig)
 def copy_billing_export(ctx: StepContext, config: BillingExportConfig) -> StepResult:
-    """Replace the run's day in the destination with the same day of the tenant's billing export."""
+    """Replace the run's day in the destination with the same day of the tenant's billing export.
+
+    Without a gcp integration, the day's rows the tenant uploaded into the destination are the day.
+    """
     day = _run_day(ctx)
     rt, tenant = ctx.runtime, ctx.tenant_id
-    integration = read_integration(rt, tenant, "gcp")
+    try:
+        integration = read_integration(rt, tenant, "gcp")
+    except IntegrationMissing:
+        return use_uploaded_rows(
+            ctx,
+            table=config.table,
+            where=DAY_OF_EXPORT,
+            period=str(day),
+            missing="no gcp integration",
+            instead=integration_setup(tenant, "gcp"),
+        )
     settings, account = _stored_integration(integration)
     source = ExportTable(*settings.table_parts())
     schema = load_schema("tenant", SCHEMA).model_copy(update={"name": config.table})
