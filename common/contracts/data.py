@@ -10,6 +10,7 @@ from common.contracts.base import QueryParameters, ResponseBody
 from common.contracts.query import DecimalDigits
 
 UploadMode = Literal["append", "replace"]
+UploadTypes = Literal["template", "declared", "table", "inferred"]
 UPLOAD_CONTENT_TYPES = {  # Content-Type → how OpenAPI describes the raw body
     "text/csv": "string",
     "application/x-ndjson": "string",
@@ -33,6 +34,14 @@ class Uploaded(ResponseBody):
     rows_loaded: int
     mode: UploadMode
     renamed_columns: dict[str, str] = Field(description="Uploaded column name → warehouse-safe name it got.")
+    types_from: UploadTypes = Field(
+        description=(
+            "Where the columns' types came from: `template` (the raw table a template's source.files step"
+            " loads: read as that step reads files, every column STRING), `declared` (configs/schemas/tenant/ declares the table;"
+            " the upload was converted to that definition), `table` (appended to an undeclared table:"
+            " converted to its types) or `inferred` (a new or replaced undeclared table: from the data)."
+        )
+    )
 
 
 class TableEntry(ResponseBody):

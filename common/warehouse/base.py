@@ -6,6 +6,8 @@ import threading
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import pyarrow as pa
@@ -14,8 +16,45 @@ from common.warehouse.schema import TableSchema
 from common.warehouse.sql import table_ref
 
 WriteMode = Literal["append", "replace"]
+#: Tables the platform creates for a moment (staging of loads, emulated-transaction snapshots).
+INTERNAL_PREFIX = "_convergence_"
 Params = Mapping[str, Any]
 Statement = tuple[str, Params | None]
+
+
+@dataclass
+class BytesMeter:
+    """The bytes the warehouse reported processing for the statements run while it was active.
+
+    None when the warehouse reports none (DuckDB); BigQuery reports each query job's total_bytes_processed.
+    """
+
+    bytes_processed: int | None = None
+
+    def add(self, count: int | None) -> None:
+        if count is not None:
+            self.bytes_processed = (self.bytes_processed or 0) + int(count)
+
+
+_METER: ContextVar[BytesMeter | None] = ContextVar("convergence_bytes_meter", default=None)
+
+
+@contextmanager
+def metered() -> Iterator[BytesMeter]:
+    """Count what the statements run inside (in this thread or task) report processing."""
+    meter = BytesMeter()
+    token = _METER.set(meter)
+    try:
+        yield meter
+    finally:
+        _METER.reset(token)
+
+
+def report_bytes(count: int | None) -> None:
+    """An adapter reports the bytes one of its statements processed (to the active meter, if any)."""
+    meter = _METER.get()
+    if meter is not None:
+        meter.add(count)
 
 
 class KeyedLocks:
@@ -54,8 +93,14 @@ class Warehouse(ABC):
         """Raise DependencyUnavailable when the warehouse cannot answer."""
 
     @abstractmethod
-    def create_dataset(self, dataset: str, *, recreate: bool = False) -> bool:
-        """Create a dataset if absent (drop it first when recreate); True when it was created."""
+    def create_dataset(
+        self, dataset: str, *, recreate: bool = False, labels: Mapping[str, str] | None = None
+    ) -> bool:
+        """Create a dataset if absent (drop it first when recreate); True when it was created.
+
+        `labels` are set on the dataset where the warehouse has them (BigQuery; an existing dataset gets
+        them too), so billing exports and IAM conditions can tell whose it is.
+        """
 
     @abstractmethod
     def dataset_exists(self, dataset: str) -> bool:
@@ -80,6 +125,10 @@ class Warehouse(ABC):
     @abstractmethod
     def table_columns(self, dataset: str, table: str) -> list[str]:
         """Column names of a table, in order."""
+
+    @abstractmethod
+    def table_schema(self, dataset: str, table: str) -> TableSchema:
+        """The definition of an existing table, read from the warehouse (NotFound when absent)."""
 
     @abstractmethod
     def query(self, sql: str, params: Params | None = None) -> list[dict[str, Any]]:

@@ -33,7 +33,7 @@ from common.errors import (
     ConvergenceError,
     NotFound,
 )
-from common.warehouse.base import KeyedLocks, Params, Statement, Warehouse, WriteMode
+from common.warehouse.base import KeyedLocks, Params, Statement, Warehouse, WriteMode, report_bytes
 from common.warehouse.bigquery_codec import (
     INTERNAL_PREFIX,
     RowMismatch,
@@ -42,6 +42,7 @@ from common.warehouse.bigquery_codec import (
     ndjson_rows,
     parquet_bytes,
     plain_arrow,
+    table_definition,
 )
 from common.warehouse.bigquery_ddl import create_table_ddl
 from common.warehouse.bigquery_errors import CLIENT_ERRORS, translate
@@ -143,7 +144,9 @@ class BigQueryWarehouse(Warehouse):
             job = self.client.get_job(
                 job_id, project=self.project, location=self.location, retry=self._adopt_retry
             )
-        return job, job.result(timeout=self.job_timeout, retry=self._retry)
+        result = job.result(timeout=self.job_timeout, retry=self._retry)
+        report_bytes(getattr(job, "total_bytes_processed", None))  # query jobs only; loads process none
+        return job, result
 
     def _query_job(self, sql: str, parameters: Sequence[QueryParameter] = ()) -> tuple[Any, Any]:
         config = bigquery.QueryJobConfig(query_parameters=list(parameters))
@@ -194,20 +197,38 @@ class BigQueryWarehouse(Warehouse):
                 return False
         return True
 
-    def create_dataset(self, dataset: str, *, recreate: bool = False) -> bool:
+    def create_dataset(
+        self, dataset: str, *, recreate: bool = False, labels: Mapping[str, str] | None = None
+    ) -> bool:
         existed = self.dataset_exists(dataset)
         if existed and not recreate:
+            if labels:
+                self._label(dataset, labels)
             return False
         with self._errors():
             if existed:
                 self.drop_dataset(dataset)
             entry = bigquery.Dataset(self._dataset(dataset))
             entry.location = self.location
+            entry.labels = dict(labels or {})
             try:
                 self.client.create_dataset(entry, retry=self._retry)
             except gexc.Conflict:
                 return False  # created meanwhile by someone else
         return True
+
+    def _label(self, dataset: str, labels: Mapping[str, str]) -> None:
+        """Add `labels` to an existing dataset (others it carries are kept)."""
+        with self._errors():
+            entry = self.client.get_dataset(self._dataset(dataset), retry=self._retry)
+            if any(entry.labels.get(key) != value for key, value in labels.items()):
+                entry.labels = {**entry.labels, **labels}
+                self.client.update_dataset(entry, ["labels"], retry=self._retry)
+
+    def dataset_labels(self, dataset: str) -> dict[str, str]:
+        """The dataset's labels."""
+        with self._errors():
+            return dict(self.client.get_dataset(self._dataset(dataset), retry=self._retry).labels)
 
     def drop_dataset(self, dataset: str) -> None:
         with self._errors():
@@ -253,6 +274,9 @@ class BigQueryWarehouse(Warehouse):
 
     def table_columns(self, dataset: str, table: str) -> list[str]:
         return [field.name for field in self._get_table(dataset, table).schema]
+
+    def table_schema(self, dataset: str, table: str) -> TableSchema:
+        return table_definition(table, self._get_table(dataset, table).schema)
 
     # -- statements -------------------------------------------------------------------------------------
     def query(self, sql: str, params: Params | None = None) -> list[dict[str, Any]]:

@@ -22,12 +22,22 @@ import pyarrow.parquet as pq
 from google.cloud import bigquery
 
 from common.errors import BadRequest
+from common.warehouse.base import INTERNAL_PREFIX
 from common.warehouse.bigquery_ddl import standard_type
+from common.warehouse.schema import SchemaField, TableSchema
 from common.warehouse.sql import quote_identifier
 
-#: Tables the adapter creates for a moment (staging of replace loads, emulated-transaction snapshots).
-INTERNAL_PREFIX = "_convergence_"
-
+# INTERNAL_PREFIX is the port's; the adapter's modules take it from here with the rest.
+__all__ = [
+    "INTERNAL_PREFIX",
+    "RowMismatch",
+    "arrow_column_type",
+    "fit_to_table",
+    "ndjson_rows",
+    "parquet_bytes",
+    "plain_arrow",
+    "table_definition",
+]
 
 # -- rows for load jobs ----------------------------------------------------------------------------------
 
@@ -142,6 +152,24 @@ _ENCODERS: dict[str, Callable[[Any], Any]] = {
     "JSON": _json,
     "GEOGRAPHY": lambda v: v if isinstance(v, str) else None,
 }
+
+
+# -- table definitions -----------------------------------------------------------------------------------
+
+
+def table_definition(name: str, fields: Sequence[bigquery.SchemaField]) -> TableSchema:
+    """A BigQuery table's schema as the platform's table definition (names as BigQuery reports them)."""
+    return TableSchema(name=name, fields=[_definition(field) for field in fields])
+
+
+def _definition(field: bigquery.SchemaField) -> SchemaField:
+    return SchemaField.model_construct(
+        name=field.name,
+        type=standard_type(field.field_type),
+        mode=field.mode or "NULLABLE",
+        description=field.description or "",
+        fields=[_definition(child) for child in field.fields],
+    )
 
 
 # -- Arrow data for load jobs ----------------------------------------------------------------------------

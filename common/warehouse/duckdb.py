@@ -17,7 +17,7 @@ from sqlglot import exp
 
 from common.errors import BadRequest, DependencyUnavailable, NotFound, TerminalError
 from common.warehouse.base import KeyedLocks, Params, Statement, Warehouse, WriteMode
-from common.warehouse.schema import TableSchema
+from common.warehouse.schema import TableSchema, schema_from_arrow
 from common.warehouse.sql import parameter_names, quote_identifier, statement_shape, table_ref
 
 
@@ -136,7 +136,10 @@ class DuckDBWarehouse(Warehouse):
             ).fetchone()
         return row is not None
 
-    def create_dataset(self, dataset: str, *, recreate: bool = False) -> bool:
+    def create_dataset(
+        self, dataset: str, *, recreate: bool = False, labels: Mapping[str, str] | None = None
+    ) -> bool:
+        # DuckDB schemas carry no labels: `labels` matter only where datasets are billed and governed.
         with self._cursor() as conn:
             existed = self.dataset_exists(dataset)
             if existed and recreate:
@@ -196,6 +199,21 @@ class DuckDBWarehouse(Warehouse):
             raise NotFound(f"table {dataset}.{table} does not exist")
         return [r[0] for r in rows]
 
+    def table_schema(self, dataset: str, table: str) -> TableSchema:
+        with self._cursor() as conn:
+            columns = conn.execute(
+                "SELECT column_name, is_nullable, data_type FROM information_schema.columns"
+                " WHERE table_catalog = current_database() AND table_schema = $d AND table_name = $t",
+                {"d": dataset, "t": table},
+            ).fetchall()
+            if not columns:
+                raise NotFound(f"table {dataset}.{table} does not exist")
+            arrow = conn.sql(f"SELECT * FROM {_q(dataset)}.{_q(table)} LIMIT 0").to_arrow_table().schema
+        # Arrow carries neither NOT NULL nor JSON (it is text there): both come from the catalogue.
+        required = {name for name, nullable, _ in columns if nullable == "NO"}
+        json = {name for name, _, kind in columns if kind == "JSON"}
+        return schema_from_arrow(table, arrow, required=required, json=json)
+
     def query(self, sql: str, params: Params | None = None) -> list[dict[str, Any]]:
         with self._cursor() as conn:
             cursor = self._run(conn, sql, params)
@@ -244,6 +262,7 @@ class DuckDBWarehouse(Warehouse):
 
     def load_arrow(self, dataset: str, table: str, data: pa.Table, *, mode: WriteMode = "append") -> int:
         target = f"{_q(dataset)}.{_q(table)}"
+        data = _embedded_decimals(data, table)
         with self._cursor() as conn:
             exists = self.table_exists(dataset, table)
             conn.register("_incoming_load", data)
@@ -272,6 +291,26 @@ class DuckDBWarehouse(Warehouse):
     def close(self) -> None:
         with self._mutex:
             self._conn.close()
+
+
+# BIGNUMERIC is DECIMAL(38, 18) here (see _DECIMALS); DuckDB reads no Arrow decimal wider than 128 bits.
+_BIGNUMERIC = pa.decimal128(38, 18)
+
+
+def _embedded_decimals(data: pa.Table, table: str) -> pa.Table:
+    """The data with 256-bit decimal columns as DuckDB's BIGNUMERIC; a value losing digits is refused."""
+    for index, field in enumerate(data.schema):
+        if pa.types.is_decimal256(field.type):
+            try:
+                column = data.column(index).cast(_BIGNUMERIC)
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+                raise BadRequest(
+                    f"column {field.name} of {table}: a value does not fit BIGNUMERIC here"
+                    " (38 digits, 18 after the point)",
+                    code="schema_mismatch",
+                ) from None
+            data = data.set_column(index, field.name, column)
+    return data
 
 
 def _q(name: str) -> str:
