@@ -48,6 +48,7 @@ def start_run(
     idempotency_key: str | None = None,
     publish: bool = True,
     admission: quotas.Admission | None = None,
+    bulk_id: str | None = None,
 ) -> tuple[Run, bool]:
     """Create a PENDING run and enqueue its first step (unless the caller drives it). Returns (run, replayed).
 
@@ -92,7 +93,7 @@ def start_run(
             record = records.create_run(
                 wh, pipeline, run_id=run_id, trigger_type=trigger_type,
                 trigger_by=pipeline.parameters["trigger_by"], fingerprint=run_fingerprint,
-                idempotency_key=idempotency_key,
+                idempotency_key=idempotency_key, bulk_id=bulk_id,
             )  # fmt: skip
     message = StepMessage(run_id=run_id, tenant_id=tenant_id, step_index=0)
     if not publish:
@@ -127,6 +128,7 @@ def start_runs(
     trigger_type: str = "bulk",
     idempotency_key: str | None = None,
     should_stop: Callable[[], bool] | None = None,
+    bulk_id: str | None = None,
 ) -> dict[str, StartOutcome]:
     """Start one template for many tenants (PENDING, nothing published: the caller batches step 0).
 
@@ -136,7 +138,7 @@ def start_runs(
     answered as replayed. When `should_stop()` turns true (a time budget), the tenants not reached yet are
     left out of the answer, for the caller to hand on. Slots of admitted tenants that started nothing
     (replay, identical run in flight, bad input, not reached) are given back in one statement. An unknown
-    template raises NotFound before anything.
+    template raises NotFound before anything. Runs of a bulk run carry its `bulk_id`.
     """
     load_template(provider, domain, template_name)
     admissions = quotas.admit_runs(rt, tenant_ids, quotas.template_key(provider, domain, template_name))
@@ -151,7 +153,7 @@ def start_runs(
             try:
                 run, replayed = start_run(
                     rt, tenant, provider, domain, template_name, dict(body), trigger_type=trigger_type,
-                    idempotency_key=idempotency_key, publish=False, admission=admission,
+                    idempotency_key=idempotency_key, publish=False, admission=admission, bulk_id=bulk_id,
                 )  # fmt: skip
                 outcomes[tenant] = StartOutcome(run, replayed=replayed)
             except ConvergenceError as exc:
@@ -195,7 +197,7 @@ def list_runs(rt: Runtime, tenant_id: str, *, status: str | None, limit: int) ->
 
 
 def template_catalogue() -> list[dict[str, Any]]:
-    """Runnable templates with what a request may set."""
+    """Runnable templates with what a request may set and what loading warned of."""
     catalogue = []
     for provider, domain, name, template in list_templates():
         variables = {
@@ -203,7 +205,7 @@ def template_catalogue() -> list[dict[str, Any]]:
             "trigger_by": {"type": "string", "default": "api", "overridable": True},
         } | {v: spec.model_dump(exclude_none=True) for v, spec in template.variables.items()}
         catalogue.append(
-            {"provider": provider, "domain": domain, "template": name,
-             "description": template.description, "variables": variables}
+            {"provider": provider, "domain": domain, "template": name, "name": template.name or None,
+             "description": template.description, "variables": variables, "warnings": template.warnings}
         )  # fmt: skip
     return catalogue

@@ -1,4 +1,4 @@
-"""Pipeline templates: load (YAML), validate (pydantic, and each step against its processor) and resolve."""
+"""Pipeline templates: load (YAML, typed or described shape), validate (each step against its processor), resolve."""
 
 from common.templates.loader import list_templates, load_setup_pipeline, load_template
 from common.templates.models import PipelineTemplate, ResolvedPipeline, StepSpec

@@ -2,7 +2,8 @@
 
 A template is checked whole when it loads: its shape (`PipelineTemplate`), then each step's config against
 its processor's model (`common.templates.step_checks`). A bad template is refused with 400 naming the
-template, the step and the field, before any run exists.
+template, the step and the field, before any run exists. A template in the described system's shape is first
+translated into the typed one (`common.templates.described`); its problems name its fields as it writes them.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from pydantic import ValidationError
 
 from common.errors import ConfigurationError, NotFound
 from common.settings import CONFIGS_DIR
+from common.templates.described import Translation, looks_described, translate
 from common.templates.models import PipelineTemplate
 from common.templates.step_checks import (
     InvalidTemplate,
@@ -58,11 +60,16 @@ def parse_template_file(path: Path, name: str) -> PipelineTemplate:
     except yaml.YAMLError as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else "unreadable"
         raise InvalidTemplate(name, [StepProblem("", "", f"is not YAML: {first}")]) from None
+    translation: Translation | None = translate(name, raw) if looks_described(raw) else None
+    typed = translation.template if translation else raw
     try:
-        template = PipelineTemplate.model_validate(raw)
+        template = PipelineTemplate.model_validate(typed)
+        return check_steps(name, template).with_warnings(translation.warnings if translation else [])
     except ValidationError as exc:
-        raise InvalidTemplate(name, _shape_problems(raw, exc)) from None
-    return check_steps(name, template)
+        problems = _shape_problems(typed, exc)
+    except InvalidTemplate as exc:
+        problems = exc.problems
+    raise InvalidTemplate(name, translation.as_written(problems) if translation else problems)
 
 
 @lru_cache(maxsize=256)
@@ -105,7 +112,9 @@ def setup_pipeline_names() -> list[str]:
 def shipped_pipelines() -> list[tuple[str, Path]]:
     """Every template and setup pipeline file as (name, path): `gcp/cost/cost_billing`, `setup/onboarding`."""
     templates = [(f"{p}/{d}/{t}", path) for p, d, t, path in template_paths()]
-    setup = [(f"{SETUP_DIR}/{name}", CONFIGS_DIR / SETUP_DIR / f"{name}.yml") for name in setup_pipeline_names()]
+    setup = [
+        (f"{SETUP_DIR}/{name}", CONFIGS_DIR / SETUP_DIR / f"{name}.yml") for name in setup_pipeline_names()
+    ]
     return templates + setup
 
 

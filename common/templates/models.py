@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
 from common.types import StepId
 
@@ -14,7 +14,10 @@ VariableType = Literal["string", "date", "int", "bool", "enum"]
 IDENTIFIER_BUILTINS = frozenset({"tenant_id", "org_slug", "provider", "domain", "template_name"})
 BUILTINS = IDENTIFIER_BUILTINS | {"pipeline_id", "date", "trigger_by", "run_date", "run_id"}
 REQUEST_SETTABLE_BUILTINS = frozenset({"date", "trigger_by"})
-SQL_KEYS = frozenset({"sql", "expression", "where"})
+SQL_KEYS = frozenset({"sql", "expression", "where", "period_where", "replace_where"})
+CHECK_SQL_KEYS = frozenset({"source", "target"})  # SQL inside a dq check (reconcile), not elsewhere
+STANDARD_PIPELINE_ID = "{tenant_id}-{provider}-{domain}-{template_name}"
+MAX_STEP_SECONDS = 540  # what an event-driven function may run for
 
 
 class VariableSpec(BaseModel):
@@ -46,7 +49,7 @@ class StepSpec(BaseModel):
     ps_type: str = Field(pattern=r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+$")
     trigger: Literal["always", "on_success", "on_failure"] = "on_success"
     on_failure: Literal["stop", "continue"] = "stop"
-    timeout_seconds: int = Field(300, gt=0, le=540)
+    timeout_seconds: int = Field(300, gt=0, le=MAX_STEP_SECONDS)
 
     @property
     def config(self) -> dict[str, Any]:
@@ -59,10 +62,22 @@ class PipelineTemplate(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    pipeline_id: str = "{tenant_id}-{provider}-{domain}-{template_name}"
+    pipeline_id: str = STANDARD_PIPELINE_ID
+    name: str = Field("", description="a display name (the described shape's pipeline_name)")
     description: str = ""
     variables: dict[str, VariableSpec] = Field(default_factory=dict)
     steps: list[StepSpec] = Field(min_length=1)
+    _warnings: list[str] = PrivateAttr(default_factory=list)
+
+    @property
+    def warnings(self) -> list[str]:
+        """What loading accepted but does not do as written (a described template's ignored fields)."""
+        return list(self._warnings)
+
+    def with_warnings(self, warnings: list[str]) -> PipelineTemplate:
+        """This template, carrying `warnings` for the template listing."""
+        self._warnings = list(warnings)
+        return self
 
     @field_validator("variables", mode="before")
     @classmethod

@@ -18,6 +18,7 @@ from common.templates.models import (
     BUILTINS,
     IDENTIFIER_BUILTINS,
     REQUEST_SETTABLE_BUILTINS,
+    CHECK_SQL_KEYS,
     SQL_KEYS,
     PipelineTemplate,
     ResolvedPipeline,
@@ -154,7 +155,11 @@ def _resolve_config(value: Any, values: Mapping[str, Any], where: str, in_sql: b
     if isinstance(value, list):
         return [_resolve_config(v, values, f"{where}[{i}]", in_sql) for i, v in enumerate(value)]
     if isinstance(value, dict):
-        return {k: _resolve_config(v, values, f"{where}.{k}", in_sql or k in SQL_KEYS) for k, v in value.items()}
+        in_check = ".checks[" in where
+        return {
+            k: _resolve_config(v, values, f"{where}.{k}", in_sql or k in SQL_KEYS or (in_check and k in CHECK_SQL_KEYS))
+            for k, v in value.items()
+        }
     return value
 
 

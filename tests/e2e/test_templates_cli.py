@@ -45,8 +45,9 @@ def test_check_reports_every_shipped_template_ok_and_exits_0() -> None:
 def test_check_names_the_template_step_and_field_of_a_bad_step_and_exits_1(configs: Path) -> None:
     path = configs / "gcp" / "cost" / "cost_billing.yml"
     template = yaml.safe_load(path.read_text())
-    del template["steps"][0]["destination"]["table"]
-    template["steps"][1]["checks"][0]["min"] = "lots"
+    steps = {step["step_id"]: step for step in template["steps"]}
+    del steps["daily_cost"]["destination"]["table"]
+    steps["quality"]["checks"][0]["min"] = "lots"
     path.write_text(yaml.safe_dump(template, sort_keys=False))
 
     result = templates("check")

@@ -285,7 +285,7 @@ def test_request_value_is_not_expanded_as_a_placeholder() -> None:
 # -- SQL: identifiers only --------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("key", ["sql", "where", "expression"])
+@pytest.mark.parametrize("key", ["sql", "where", "expression", "period_where", "replace_where"])
 @pytest.mark.parametrize("name", ["date", "trigger_by", "run_id", "run_date", "pipeline_id", "label"])
 def test_value_placeholder_in_sql_is_refused(key: str, name: str) -> None:
     template = make_template(
@@ -306,6 +306,21 @@ def test_value_placeholder_in_sql_nested_in_a_list_is_refused() -> None:
     ]
     error = refused(make_template({"limit": {"type": "int", "default": 5}}, steps=steps))
     assert "limit" in error.message
+
+
+@pytest.mark.parametrize("key", ["source", "target"])
+def test_value_placeholder_in_a_reconcile_checks_sql_is_refused(key: str) -> None:
+    check = {"type": "reconcile", "source": "SELECT 1 AS total", "target": "SELECT 1 AS total"}
+    check[key] = "SELECT SUM(cost) AS total FROM t WHERE label = '{label}'"
+    steps = [{"step_id": "check", "ps_type": "dq.checks", "table": "t", "checks": [check]}]
+    error = refused(make_template({"label": {"default": "x"}}, steps=steps))
+    assert "label" in error.message and key in error.message
+
+
+def test_a_step_setting_named_source_outside_checks_is_not_sql() -> None:
+    steps = [{"step_id": "notify", "ps_type": "notify.email", "to": "ops@example.com", "source": "{label}"}]
+    pipeline = resolve(make_template({"label": {"default": "billing"}}, steps=steps))
+    assert pipeline.steps[0].config["source"] == "billing"
 
 
 @pytest.mark.parametrize("name", ["tenant_id", "org_slug", "provider", "domain", "template_name"])

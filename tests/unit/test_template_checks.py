@@ -206,3 +206,45 @@ def test_without_the_processor_registry_no_template_loads(
     monkeypatch.setattr(step_checks, "_checker", None)
     with pytest.raises(ConfigurationError, match="processor registry"):
         load_template("gcp", "cost", "planted")
+
+
+# -- docs/templates.md lists every step type and check type ----------------------------------------------
+
+TEMPLATES_DOC = Path(__file__).resolve().parents[2] / "docs" / "templates.md"
+
+
+def doc_section(marker: str) -> str:
+    text = TEMPLATES_DOC.read_text()
+    return text.split(f"<!-- {marker}:begin -->", 1)[1].split(f"<!-- {marker}:end -->", 1)[0]
+
+
+def doc_rows(marker: str) -> dict[str, str]:
+    """The rows of a generated table of docs/templates.md by their first cell (`name`)."""
+    rows = {}
+    for line in doc_section(marker).splitlines():
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        if cells and cells[0].startswith("`"):
+            rows[cells[0].strip("`")] = line
+    return rows
+
+
+def test_the_templates_doc_lists_every_ps_type_with_its_aliases_and_config_fields() -> None:
+    rows = doc_rows("ps_types")
+    missing = []
+    for spec in registry.processor_specs():
+        row = rows.get(spec.name, "")
+        wanted = [spec.name, *spec.aliases, *spec.config.model_fields]
+        missing += [f"{spec.name}: {name}" for name in wanted if f"`{name}`" not in row]
+    assert not missing, "docs/templates.md, ps_types table: add " + "; ".join(missing)
+    registered = {spec.name for spec in registry.processor_specs()}
+    unknown = set(rows) - registered
+    assert not unknown, f"docs/templates.md lists ps_types that are not registered: {unknown}"
+
+
+def test_the_templates_doc_lists_every_data_quality_check_type() -> None:
+    from typing import get_args
+
+    from common.processors.dq import Check
+
+    types = set(get_args(Check.model_fields["type"].annotation))
+    assert types and set(doc_rows("dq_checks")) == types
