@@ -11,6 +11,11 @@ from common.types import Email, TenantId
 
 Plan = Literal["starter", "professional", "enterprise"]
 CheckStatus = Literal["passed", "failed", "warning"]
+WelcomeEmail = Literal["sent", "outbox", "failed", "skipped"]
+WELCOME_EMAIL_DESCRIPTION = (
+    "The welcome mail to admin_email: sent (the SMTP server took it), outbox (no SMTP server: written to the"
+    " outbox), failed (logged; onboarding is done all the same) or skipped (a placeholder address)."
+)
 
 
 class BootstrapRequest(RequestBody):
@@ -70,6 +75,7 @@ class Onboarded(ResponseBody):
     tables_created: list[str]
     dryrun_status: str = Field(description="Status of the dry-run pipeline, e.g. COMPLETE, or FAILED: why.")
     dryrun_pipeline_logging_id: str | None
+    welcome_email: WelcomeEmail = Field(description=WELCOME_EMAIL_DESCRIPTION)
     message: str
 
 
@@ -82,6 +88,7 @@ class CustomerOnboarded(ResponseBody):
     tables_created: list[str]
     dryrun_status: str
     dryrun_pipeline_logging_id: str | None
+    welcome_email: WelcomeEmail = Field(description=WELCOME_EMAIL_DESCRIPTION)
     message: str
 
 

@@ -13,7 +13,7 @@ from common.metadata.control_dataset import is_bootstrapped
 from common.processors.registry import StepContext, StepResult, get_processor
 from common.processors.setup import RESERVED_SLUGS
 from common.runtime import Runtime
-from common.services import execution, pipelines
+from common.services import execution, notifications, pipelines
 from common.services.auth import issue_api_key
 from common.templates import load_setup_pipeline, resolve_template
 
@@ -24,7 +24,9 @@ class NotBootstrapped(Conflict):
     code = "not_bootstrapped"
 
 
-def run_setup_pipeline(rt: Runtime, name: str, tenant_id: str, variables: dict[str, Any]) -> dict[str, StepResult]:
+def run_setup_pipeline(
+    rt: Runtime, name: str, tenant_id: str, variables: dict[str, Any]
+) -> dict[str, StepResult]:
     """Run a setup pipeline step by step in this process; a failing step raises."""
     pipeline = resolve_template(
         load_setup_pipeline(name), tenant_id=tenant_id, provider="setup", domain=name,
@@ -40,7 +42,10 @@ def run_setup_pipeline(rt: Runtime, name: str, tenant_id: str, variables: dict[s
 def bootstrap(rt: Runtime, request: BootstrapRequest) -> dict[str, Any]:
     """Create the control dataset and tables; safe to repeat."""
     results = run_setup_pipeline(
-        rt, "bootstrap", rt.settings.control_dataset, {"force_recreate_dataset": request.force_recreate_dataset}
+        rt,
+        "bootstrap",
+        rt.settings.control_dataset,
+        {"force_recreate_dataset": request.force_recreate_dataset},
     )
     return {
         "status": "ok",
@@ -63,11 +68,19 @@ def dryrun(rt: Runtime, request: DryrunRequest) -> dict[str, Any]:
          "subscription_plan": request.subscription_plan},
     )  # fmt: skip
     checks = results["checks"].details["checks"]
-    return {"org_slug": request.org_slug, "ready": all(c["status"] != "failed" for c in checks), "checks": checks}
+    return {
+        "org_slug": request.org_slug,
+        "ready": all(c["status"] != "failed" for c in checks),
+        "checks": checks,
+    }
 
 
 def onboard(rt: Runtime, request: OnboardRequest) -> dict[str, Any]:
-    """Create the organisation's dataset, tables and key, register it, and run its dry-run pipeline."""
+    """Create the organisation's dataset, tables and key, register it, run its dry-run pipeline, welcome it.
+
+    The welcome mail goes to admin_email after everything else; whether it could be sent never changes the
+    outcome (`welcome_email` says what became of it).
+    """
     org = request.org_slug
     _ensure_allowed_slug(rt, org)
     if not is_bootstrapped(rt):
@@ -83,6 +96,13 @@ def onboard(rt: Runtime, request: OnboardRequest) -> dict[str, Any]:
              "force_recreate_tables": request.force_recreate_tables},
         )  # fmt: skip
     dryrun_status, dryrun_run_id = _run_dryrun_pipeline(rt, org)
+    welcome = notifications.send_welcome(
+        rt,
+        org,
+        admin_email=request.admin_email,
+        company_name=request.company_name,
+        dryrun_status=dryrun_status,
+    )
     return {
         "org_slug": org,
         "api_key": results["api_key"].details["api_key"],
@@ -90,6 +110,7 @@ def onboard(rt: Runtime, request: OnboardRequest) -> dict[str, Any]:
         "tables_created": results["tenant_tables"].details["tables_created"],
         "dryrun_status": dryrun_status,
         "dryrun_pipeline_logging_id": dryrun_run_id,
+        "welcome_email": welcome,
         "message": f"Organisation {org} onboarded. Store the API key now: it is shown only once.",
     }
 
