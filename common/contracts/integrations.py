@@ -1,4 +1,10 @@
-"""Provider integrations (CONTRACT §2): the setup body and the answers, which never carry a secret."""
+"""Provider integrations (CONTRACT §2): the setup body and the answers, which never carry a secret.
+
+`status` is what the provider's read-only check said: ACTIVE (the call proved the credential; `validated`),
+UNVERIFIED (a format check only: the provider could not be reached, or cannot be asked; `message` says why)
+or INVALID (the provider refused it, or what it names does not exist). Setup stores the credential in all
+three cases; POST .../validate checks the stored one again.
+"""
 
 from __future__ import annotations
 
@@ -37,13 +43,23 @@ class IntegrationSetupRequest(RequestBody):
         return value
 
 
+STATUS = (
+    "ACTIVE: a read-only call to the provider proved it; UNVERIFIED: checked for its format only (the "
+    "provider could not be reached or asked); INVALID: the provider refused it."
+)
+VALIDATED = "True only after a read-only call to the provider proved the credential (status ACTIVE)."
+MESSAGE = "What the check found, in a sentence: why it is UNVERIFIED or INVALID. Never holds the secret."
+
+
 class IntegrationStored(ResponseBody):
-    """The credential is stored, encrypted; only its (non-secret) settings are echoed."""
+    """The credential is stored, encrypted, whatever the check found; only its settings are echoed."""
 
     org_slug: str
     provider: str
-    status: IntegrationStatus
-    validated: bool = Field(description="True only after a read-only call proved the credential.")
+    status: IntegrationStatus = Field(description=STATUS)
+    validated: bool = Field(description=VALIDATED)
+    message: str = Field(description=MESSAGE)
+    checked_at: dt.datetime = Field(description="When the provider was asked.")
     settings: dict[str, Any]
 
 
@@ -51,8 +67,13 @@ class IntegrationEntry(ResponseBody):
     """One integration of the tenant, without its secret."""
 
     provider: str
-    status: IntegrationStatus
-    validated: bool
+    status: IntegrationStatus = Field(description=STATUS)
+    validated: bool = Field(description=VALIDATED)
+    message: str | None = Field(description=MESSAGE)
+    checked_at: dt.datetime | None = Field(
+        description="When the credential was last checked with its provider; null when it never was (stored "
+        "before checks existed: UNVERIFIED)."
+    )
     created_at: dt.datetime
     updated_at: dt.datetime
     settings: dict[str, Any]
@@ -60,3 +81,20 @@ class IntegrationEntry(ResponseBody):
 
 class IntegrationList(ResponseBody):
     integrations: list[IntegrationEntry] = Field(description="Sorted by provider.")
+
+
+class IntegrationChecked(ResponseBody):
+    """What one read-only call to the provider, made with the stored credential, found; it is recorded."""
+
+    provider: str
+    status: IntegrationStatus = Field(description=STATUS)
+    validated: bool = Field(description=VALIDATED)
+    message: str = Field(description=MESSAGE)
+    checked_at: dt.datetime = Field(description="When the provider was asked.")
+
+
+class IntegrationDeleted(ResponseBody):
+    """The integration is gone: its row, credential included, is deleted from the control dataset."""
+
+    provider: str
+    deleted: Literal[True]

@@ -37,8 +37,10 @@ def parse_credential(provider: str, credential: str | dict[str, Any]) -> BaseMod
     assert spec is not None  # integration_provider guarantees it
     subject = f"{provider} credential"
     value: Any = credential
-    if isinstance(value, str) and spec.object_model is not None and (
-        spec.string_model is None or value.startswith("{")
+    if (
+        isinstance(value, str)
+        and spec.object_model is not None
+        and (spec.string_model is None or value.startswith("{"))
     ):
         try:
             value = json.loads(value)

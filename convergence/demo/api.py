@@ -10,9 +10,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from common.wiring import wsgi_app
 from common.errors import TerminalError
 from common.runtime import Runtime
+from common.wiring import wsgi_app
 
 FINAL_STATUSES = {"COMPLETE", "FAILED"}
 TRIGGER_BY = "convergence-demo"
@@ -92,11 +92,16 @@ class DemoApi:
         credential: str | dict[str, Any],
         settings: dict[str, Any] | None = None,
     ) -> None:
+        """Set up the integration; the provider's check must prove it (ACTIVE), as every demo source can be."""
         body: dict[str, Any] = {"credential": credential, "settings": settings or {}}
         response = self.client.post(
             f"/api/v1/integrations/{org}/{provider}/setup", headers=self.keys[org], json=body
         )
-        self._expect(response, 200)
+        answer = self._expect(response, 200)
+        if answer.get("status") != "ACTIVE":
+            raise DemoError(
+                f"the {provider} integration of {org} is {answer.get('status')}: {answer.get('message', '')}"
+            )
 
     def start(self, run: Run) -> Run:
         """Trigger the run (202) and remember its pipeline_logging_id."""

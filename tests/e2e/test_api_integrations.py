@@ -1,8 +1,14 @@
-"""Provider integrations over HTTP (CONTRACT §2): setup with format checks, listing, storage, and reading in steps.
+"""Provider integrations over HTTP (CONTRACT §2): setup with format and provider checks, listing, storage,
+and reading in steps.
 
 Every request goes through functions-framework's test client of functions/onboard/main.py. Service account
 keys carry real RSA keys generated with `cryptography`; storage is the embedded DuckDB control table and the
 local keyring, inspected directly to prove the credential is only ever there as tenant-bound ciphertext.
+
+Each provider's check has something real to prove here: OpenAI and Anthropic are the local replay server
+(convergence/demo/provider_apis.py) knowing this module's keys, the gcp export is a table of the tenant's own
+dataset, and the AWS and Azure files are in the tenant's folder of the source root. DeepSeek cannot be
+asked, so its key is UNVERIFIED. tests/e2e/test_integration_validation.py proves the checks themselves.
 """
 
 from __future__ import annotations
@@ -11,6 +17,8 @@ import base64
 import datetime as dt
 import json
 import logging
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,17 +26,64 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from common.crypto.keyring import DecryptionFailed
-from common.metadata.integrations import IntegrationMissing, read_credential, read_integration
+from common.metadata.integrations import CredentialUnreadable, IntegrationMissing, read_credential, read_integration
+from common.metadata.schemas import load_schema
 from common.providers.aws.credentials import AwsAccessKey
 from common.providers.credential_checks import parsed_credential, parsed_settings
 from common.providers.gcp.credentials import GcpServiceAccount, GcpSettings
+from common.runtime import Runtime
+from common.settings import get_settings, reset_settings
+from common.wiring import build_runtime, set_runtime
+from convergence.demo.provider_apis import ProviderApiServer
 from tests.e2e.support import assert_error, assert_json
 
 MARK = "Hq4Rt8Yn"  # in every secret here: a response, row or log line showing any part of one is caught
 AWS_SECRET = f"{MARK}/abcdefghijklmnopqrstuvwxyz012+="
 OPENAI_KEY = f"sk-admin-{MARK}_abcdefghij-0123456789"
+ANTHROPIC_KEY = f"sk-ant-admin01-{MARK}abcdefghij0123456789"
 DEEPSEEK_KEY = f"sk-{MARK}abcdefghij0123456789"
-BILLING_TABLE = "acme-billing-prod.billing_export.gcp_billing_export_v1_0123AB_456789_ABCDEF"
+EXPORT_TABLE = "gcp_billing_export_v1_0123AB_456789_ABCDEF"
+BILLING_TABLE = f"local-project.acme.{EXPORT_TABLE}"  # a table of the tenant's own dataset, as embedded needs
+# What each provider's check finds here (DeepSeek has no API the platform calls).
+CHECKED = {"gcp": "ACTIVE", "aws": "ACTIVE", "azure": "ACTIVE", "openai": "ACTIVE", "anthropic": "ACTIVE",
+           "deepseek": "UNVERIFIED"}  # fmt: skip
+
+
+@pytest.fixture
+def sources(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The source root, holding a CUR file and an Azure export in acme's folder."""
+    root = tmp_path / "sources"
+    for folder, name in (("cur", "cur-00001.csv"), ("azure", "export.csv")):
+        (root / "acme" / folder).mkdir(parents=True)
+        (root / "acme" / folder / name).write_text("cost\n1.5\n")
+    monkeypatch.setenv("FILE_SOURCE_ROOTS", str(root))
+    return root.resolve()
+
+
+@pytest.fixture
+def apis(monkeypatch: pytest.MonkeyPatch) -> Iterator[ProviderApiServer]:
+    """OpenAI and Anthropic, answered by the replay server, which knows this module's admin keys."""
+    with ProviderApiServer(openai_key=OPENAI_KEY, anthropic_key=ANTHROPIC_KEY) as server:
+        monkeypatch.setenv("OPENAI_API_BASE", server.base_url)
+        monkeypatch.setenv("ANTHROPIC_API_BASE", server.base_url)
+        yield server
+
+
+@pytest.fixture
+def runtime(sources: Path, apis: ProviderApiServer) -> Runtime:
+    """The embedded runtime, built once the providers' settings are in place."""
+    reset_settings()
+    rt = build_runtime(get_settings())
+    set_runtime(rt)
+    return rt
+
+
+@pytest.fixture
+def export_table(runtime: Runtime, two_tenants: dict[str, dict[str, str]]) -> str:
+    """acme's billing export: a table of its own dataset with a billing export's columns."""
+    schema = load_schema("tenant", "gcp_billing_export_v1").model_copy(update={"name": EXPORT_TABLE})
+    runtime.warehouse.create_table("acme", schema)
+    return BILLING_TABLE
 
 
 @pytest.fixture(scope="module")
@@ -51,32 +106,22 @@ def key_file() -> dict[str, Any]:
 def secrets_of(key_file: dict[str, Any]) -> list[str]:
     """Strings none of which may show anywhere outside the ciphertext."""
     body = key_file["private_key"].splitlines()
-    return [MARK, body[3], body[10], AWS_SECRET, OPENAI_KEY, DEEPSEEK_KEY]
+    return [MARK, body[3], body[10], AWS_SECRET, OPENAI_KEY, ANTHROPIC_KEY, DEEPSEEK_KEY]
 
 
-def setups(key_file: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """A valid setup body per provider, and (under "stored") the settings as stored and shown."""
-    return {
-        "gcp": {"credential": key_file, "settings": {"billing_export_table": BILLING_TABLE}},
-        "aws": {
-            "credential": {"aws_access_key_id": "AKIAHQ4RT8YN12345678", "aws_secret_access_key": AWS_SECRET},
-            "settings": {"cur_location": "file:///srv/exports/cur/"},
-        },
-        "azure": {
-            "credential": {
-                "tenant_id": "0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0",
-                "client_id": "11111111-2222-3333-4444-555555555555",
-                "client_secret": f"{MARK}~client.secret_0123",
-            },
-            "settings": {"export_location": "gs://acme-azure-exports/cost"},
-        },
-        "openai": {"credential": OPENAI_KEY, "settings": {"organization_id": "org-AcmeBilling01"}},
-        "anthropic": {"credential": f"sk-ant-admin01-{MARK}abcdefghij0123456789"},
-        "deepseek": {"credential": DEEPSEEK_KEY},
-    }
-
-
-STORED_SETTINGS = {
+CREDENTIALS = {
+    "aws": {"aws_access_key_id": "AKIAHQ4RT8YN12345678", "aws_secret_access_key": AWS_SECRET},
+    "azure": {
+        "tenant_id": "0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0",
+        "client_id": "11111111-2222-3333-4444-555555555555",
+        "client_secret": f"{MARK}~client.secret_0123",
+    },
+    "openai": OPENAI_KEY,
+    "anthropic": ANTHROPIC_KEY,
+    "deepseek": DEEPSEEK_KEY,
+}
+# Settings of the right shape for format refusals, which never get as far as a check.
+SHAPED_SETTINGS = {
     "gcp": {"billing_export_table": BILLING_TABLE},
     "aws": {"cur_location": "/srv/exports/cur", "cur_version": "auto"},
     "azure": {"export_location": "gs://acme-azure-exports/cost"},
@@ -84,6 +129,36 @@ STORED_SETTINGS = {
     "anthropic": {},
     "deepseek": {},
 }
+
+
+def setups(key_file: dict[str, Any], sources: Path) -> dict[str, dict[str, Any]]:
+    """A valid setup body per provider, each naming something its check can prove."""
+    return {
+        "gcp": {"credential": key_file, "settings": {"billing_export_table": BILLING_TABLE}},
+        "aws": {
+            "credential": CREDENTIALS["aws"],
+            "settings": {"cur_location": f"file://{sources}/acme/cur/"},
+        },
+        "azure": {
+            "credential": CREDENTIALS["azure"],
+            "settings": {"export_location": f"{sources}/acme/azure"},
+        },
+        "openai": {"credential": OPENAI_KEY, "settings": {"organization_id": "org-AcmeBilling01"}},
+        "anthropic": {"credential": ANTHROPIC_KEY},
+        "deepseek": {"credential": DEEPSEEK_KEY},
+    }
+
+
+def stored_settings(sources: Path) -> dict[str, dict[str, Any]]:
+    """The settings of `setups` as stored and shown (file: URIs become plain paths, defaults filled in)."""
+    return {
+        "gcp": {"billing_export_table": BILLING_TABLE},
+        "aws": {"cur_location": f"{sources}/acme/cur", "cur_version": "auto"},
+        "azure": {"export_location": f"{sources}/acme/azure"},
+        "openai": {"organization_id": "org-AcmeBilling01"},
+        "anthropic": {},
+        "deepseek": {},
+    }
 
 
 def setup(client: Any, org: str, provider: str, headers: dict[str, str], body: dict[str, Any]) -> Any:
@@ -109,26 +184,32 @@ def stored_rows(runtime: Any, org: str | None = None) -> list[dict[str, Any]]:
 # -- setup -------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("provider", list(STORED_SETTINGS))
-def test_a_well_formed_credential_is_stored_validated_and_never_echoed(
-    runtime, onboard_client, two_tenants, key_file, provider
+@pytest.mark.parametrize("provider", list(CHECKED))
+def test_a_well_formed_credential_is_stored_with_what_its_check_proved_and_never_echoed(
+    runtime, onboard_client, two_tenants, key_file, sources, export_table, provider
 ):
-    response = setup(onboard_client, "acme", provider, two_tenants["acme"], setups(key_file)[provider])
+    response = setup(
+        onboard_client, "acme", provider, two_tenants["acme"], setups(key_file, sources)[provider]
+    )
     body = assert_json(response, 200)
-    assert body == {
+    assert {k: v for k, v in body.items() if k not in ("message", "checked_at")} == {
         "org_slug": "acme",
         "provider": provider,
-        "status": "ACTIVE",
-        "validated": True,
-        "settings": STORED_SETTINGS[provider],
+        "status": CHECKED[provider],
+        "validated": CHECKED[provider] == "ACTIVE",
+        "settings": stored_settings(sources)[provider],
     }
+    assert body["message"] and moment(body["checked_at"])
     assert_hides(response.get_data(as_text=True), key_file)
     (row,) = stored_rows(runtime, "acme")
-    assert row["provider"] == provider and row["validated"] is True and row["status"] == "ACTIVE"
-    assert json.loads(row["settings"]) == STORED_SETTINGS[provider]
+    assert row["provider"] == provider and row["status"] == CHECKED[provider]
+    assert row["validated"] is (CHECKED[provider] == "ACTIVE") and row["message"] == body["message"]
+    assert json.loads(row["settings"]) == stored_settings(sources)[provider]
 
 
-def test_a_key_file_pasted_as_json_text_is_accepted(runtime, onboard_client, two_tenants, key_file):
+def test_a_key_file_pasted_as_json_text_is_accepted(
+    runtime, onboard_client, two_tenants, key_file, export_table
+):
     body = {"credential": json.dumps(key_file), "settings": {"billing_export_table": BILLING_TABLE}}
     assert (
         assert_json(setup(onboard_client, "acme", "gcp", two_tenants["acme"], body), 200)["validated"] is True
@@ -164,7 +245,7 @@ def test_a_malformed_credential_is_422_invalid_credential_naming_the_rule_not_th
         credential = key_file | {"type": "authorized_user"}
     elif credential == "text":
         credential = f"{MARK}-{key_file['private_key']}"
-    body = {"credential": credential, "settings": STORED_SETTINGS[provider]}
+    body = {"credential": credential, "settings": SHAPED_SETTINGS[provider]}
     response = setup(onboard_client, "acme", provider, two_tenants["acme"], body)
     refused = assert_error(response, 422, "invalid_credential")
     assert rule in refused["message"], refused
@@ -192,7 +273,7 @@ def test_a_malformed_credential_is_422_invalid_credential_naming_the_rule_not_th
 def test_bad_settings_are_422_invalid_settings_naming_the_field(
     runtime, onboard_client, two_tenants, key_file, provider, settings, field
 ):
-    body = {"credential": setups(key_file)[provider]["credential"], "settings": settings}
+    body = {"credential": setups(key_file, Path("/srv"))[provider]["credential"], "settings": settings}
     response = setup(onboard_client, "acme", provider, two_tenants["acme"], body)
     refused = assert_error(response, 422, "invalid_settings")
     assert refused["message"].startswith(f"{provider} settings: ") and field in refused["message"], refused
@@ -219,17 +300,24 @@ def test_a_refused_setup_leaves_the_earlier_credential_in_place(
 # -- listing and replacing ---------------------------------------------------------------------------
 
 
-def test_the_listing_shows_settings_and_times_but_no_credential(onboard_client, two_tenants, key_file):
+def test_the_listing_shows_settings_checks_and_times_but_no_credential(
+    onboard_client, two_tenants, key_file, sources, export_table
+):
     acme = two_tenants["acme"]
-    for provider, body in setups(key_file).items():
-        assert_json(setup(onboard_client, "acme", provider, acme, body), 200)
+    answers = {}
+    for provider, body in setups(key_file, sources).items():
+        answers[provider] = assert_json(setup(onboard_client, "acme", provider, acme, body), 200)
     listing = onboard_client.get("/api/v1/integrations/acme", headers=acme)
     integrations = assert_json(listing, 200)["integrations"]
-    assert [i["provider"] for i in integrations] == sorted(STORED_SETTINGS)
+    assert [i["provider"] for i in integrations] == sorted(CHECKED)
     for item in integrations:
-        assert set(item) == {"provider", "status", "validated", "created_at", "updated_at", "settings"}
-        assert item["status"] == "ACTIVE" and item["validated"] is True
-        assert item["settings"] == STORED_SETTINGS[item["provider"]]
+        assert set(item) == {"provider", "status", "validated", "message", "checked_at", "created_at",
+                             "updated_at", "settings"}  # fmt: skip
+        answer = answers[item["provider"]]
+        assert item["status"] == answer["status"] == CHECKED[item["provider"]]
+        assert item["validated"] is answer["validated"] is (item["status"] == "ACTIVE")
+        assert (item["message"], item["checked_at"]) == (answer["message"], answer["checked_at"])
+        assert item["settings"] == stored_settings(sources)[item["provider"]]
         assert item["created_at"] == item["updated_at"]
     assert_hides(listing.get_data(as_text=True), key_file)
     assert "encrypted" not in listing.get_data(as_text=True)
@@ -279,7 +367,9 @@ def test_the_stored_credential_is_ciphertext_that_opens_only_for_its_tenant_and_
     runtime, onboard_client, two_tenants, key_file
 ):
     for org in ("acme", "globex"):
-        body = setups(key_file)["gcp"] | {"credential": key_file | {"project_id": f"{org}-billing-prod"}}
+        body = setups(key_file, Path("/srv"))["gcp"] | {
+            "credential": key_file | {"project_id": f"{org}-billing-prod"}
+        }
         assert_json(setup(onboard_client, org, "gcp", two_tenants[org], body), 200)
     rows = {r["org_slug"]: r for r in stored_rows(runtime)}
     assert_hides(json.dumps(list(rows.values()), default=str), key_file)
@@ -303,14 +393,15 @@ def test_the_stored_credential_is_ciphertext_that_opens_only_for_its_tenant_and_
             {"c": rows[other]["encrypted_credential"], "org": org},
         )
     for org in ("acme", "globex"):
-        with pytest.raises(DecryptionFailed):
+        with pytest.raises(CredentialUnreadable) as unreadable:
             read_integration(runtime, org, "gcp")
+        assert f"/api/v1/integrations/{org}/gcp/setup" in unreadable.value.message
 
 
-def test_no_part_of_a_credential_reaches_the_logs(onboard_client, two_tenants, key_file, caplog):
+def test_no_part_of_a_credential_reaches_the_logs(onboard_client, two_tenants, key_file, sources, caplog):
     caplog.set_level(logging.DEBUG)
     acme = two_tenants["acme"]
-    for provider, body in setups(key_file).items():
+    for provider, body in setups(key_file, sources).items():
         assert_json(setup(onboard_client, "acme", provider, acme, body), 200)
     bad_key_file = key_file | {"private_key": key_file["private_key"][:200]}
     assert_error(setup(onboard_client, "acme", "gcp", acme, {"credential": bad_key_file}), 422)
@@ -325,20 +416,21 @@ def test_no_part_of_a_credential_reaches_the_logs(onboard_client, two_tenants, k
 
 
 def test_a_step_reads_the_credential_decrypted_but_hidden_from_repr(
-    runtime, onboard_client, two_tenants, key_file
+    runtime, onboard_client, two_tenants, key_file, sources, export_table
 ):
     acme = two_tenants["acme"]
     for provider in ("gcp", "aws"):
-        assert_json(setup(onboard_client, "acme", provider, acme, setups(key_file)[provider]), 200)
+        assert_json(setup(onboard_client, "acme", provider, acme, setups(key_file, sources)[provider]), 200)
 
     gcp = read_integration(runtime, "acme", "gcp")
-    assert gcp.provider == "gcp" and gcp.settings == STORED_SETTINGS["gcp"] and gcp.validated is True
+    assert gcp.provider == "gcp" and gcp.settings == stored_settings(sources)["gcp"] and gcp.validated is True
+    assert gcp.status == "ACTIVE" and gcp.checked_at is not None
     assert_hides(repr(gcp) + str(gcp), key_file)
     account = parsed_credential(gcp)
     assert isinstance(account, GcpServiceAccount) and account.info()["private_key"] == key_file["private_key"]
     settings = parsed_settings(gcp)
     assert isinstance(settings, GcpSettings)
-    assert settings.table_parts() == ("acme-billing-prod", "billing_export", BILLING_TABLE.rsplit(".", 1)[1])
+    assert settings.table_parts() == ("local-project", "acme", EXPORT_TABLE)
 
     aws = parsed_credential(read_integration(runtime, "acme", "aws"))
     assert isinstance(aws, AwsAccessKey) and aws.aws_secret_access_key.get_secret_value() == AWS_SECRET

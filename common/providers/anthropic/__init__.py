@@ -2,6 +2,7 @@
 
 from common.providers.anthropic import processors  # noqa: F401  (registers its steps)
 from common.providers.anthropic.credentials import AnthropicAdminKey
+from common.providers.anthropic.verify import verify_admin_key
 from common.providers.base import CredentialSpec, ProviderSpec
 
 PROVIDER = ProviderSpec(
@@ -9,4 +10,5 @@ PROVIDER = ProviderSpec(
     credential=CredentialSpec(
         expected="an admin key string (sk-ant-admin...)", string_model=AnthropicAdminKey
     ),
+    verify=verify_admin_key,
 )

@@ -34,12 +34,16 @@ OPTIONAL_FIELDS = (
 )  # fmt: skip
 
 
+def request_headers(admin_key: str) -> dict[str, str]:
+    """The headers authenticating a request with the admin key, in the API version the parser reads."""
+    return {"x-api-key": admin_key, "anthropic-version": API_VERSION, "Accept": "application/json"}
+
+
 def anthropic_api(settings: Settings, admin_key: str, **options: Any) -> ProviderApi:
     """A client of the Anthropic Admin API at settings.anthropic_api_base, authenticated by the admin key."""
-    headers = {"x-api-key": admin_key, "anthropic-version": API_VERSION, "Accept": "application/json"}
     return ProviderApi.from_settings(
-        LABEL, settings.anthropic_api_base, headers, secret=admin_key, settings=settings, key_hint=KEY_HINT,
-        **options,
+        LABEL, settings.anthropic_api_base, request_headers(admin_key), secret=admin_key, settings=settings,
+        key_hint=KEY_HINT, **options,
     )  # fmt: skip
 
 

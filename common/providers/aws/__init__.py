@@ -2,6 +2,7 @@
 
 from common.providers.aws import processors  # noqa: F401  (registers its steps)
 from common.providers.aws.credentials import AwsAccessKey, AwsRoleArn, AwsSettings
+from common.providers.aws.verify import verify_cur_location
 from common.providers.base import CredentialSpec, ProviderSpec
 
 PROVIDER = ProviderSpec(
@@ -12,4 +13,5 @@ PROVIDER = ProviderSpec(
         string_model=AwsRoleArn,
     ),
     settings=AwsSettings,
+    verify=verify_cur_location,
 )

@@ -2,6 +2,7 @@
 
 from common.providers.azure import processors  # noqa: F401  (registers its steps)
 from common.providers.azure.credentials import AzureServicePrincipal, AzureSettings
+from common.providers.azure.verify import verify_export_location
 from common.providers.base import CredentialSpec, ProviderSpec
 
 PROVIDER = ProviderSpec(
@@ -11,4 +12,5 @@ PROVIDER = ProviderSpec(
         object_model=AzureServicePrincipal,
     ),
     settings=AzureSettings,
+    verify=verify_export_location,
 )

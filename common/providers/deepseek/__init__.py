@@ -2,8 +2,10 @@
 
 from common.providers.base import CredentialSpec, ProviderSpec
 from common.providers.deepseek.credentials import DeepSeekKey
+from common.providers.deepseek.verify import verify_api_key
 
 PROVIDER = ProviderSpec(
     name="deepseek",
     credential=CredentialSpec(expected="an API key string (sk-...)", string_model=DeepSeekKey),
+    verify=verify_api_key,
 )

@@ -6,6 +6,7 @@
 from common.providers.base import CredentialSpec, ProviderSpec
 from common.providers.gcp import processors  # noqa: F401  (registers its steps)
 from common.providers.gcp.credentials import GcpServiceAccount, GcpSettings
+from common.providers.gcp.verify import verify_billing_export
 
 PROVIDER = ProviderSpec(
     name="gcp",
@@ -14,4 +15,5 @@ PROVIDER = ProviderSpec(
         object_model=GcpServiceAccount,
     ),
     settings=GcpSettings,
+    verify=verify_billing_export,
 )

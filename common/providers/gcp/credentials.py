@@ -35,6 +35,7 @@ class GcpServiceAccount(CredentialModel):
     """A service account key file (JSON). Its other fields (private_key_id, token_uri, ...) are kept."""
 
     model_config = ConfigDict(extra="allow", frozen=True, hide_input_in_errors=True)
+    also_secret = ("private_key_id",)
 
     type: Literal["service_account"] = Field(description="'service_account'")
     project_id: str = Field(pattern=rf"^{GCP_PROJECT}$", description="a Google Cloud project id")

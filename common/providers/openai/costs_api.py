@@ -27,10 +27,15 @@ LABEL = "OpenAI costs API"
 KEY_HINT = "the costs API needs an organization admin key (sk-admin-...) with read access to usage"
 
 
+def request_headers(admin_key: str) -> dict[str, str]:
+    """The headers authenticating a request with the admin key."""
+    return {"Authorization": f"Bearer {admin_key}", "Accept": "application/json"}
+
+
 def openai_api(settings: Settings, admin_key: str, **options: Any) -> ProviderApi:
     """A client of the OpenAI admin API at settings.openai_api_base, authenticated by the admin key."""
     return ProviderApi.from_settings(
-        LABEL, settings.openai_api_base, {"Authorization": f"Bearer {admin_key}", "Accept": "application/json"},
+        LABEL, settings.openai_api_base, request_headers(admin_key),
         secret=admin_key, settings=settings, key_hint=KEY_HINT, **options,
     )  # fmt: skip
 
