@@ -48,15 +48,31 @@ class ScheduleMessage(BaseModel):
     trigger_by: str = "scheduler"
     trigger_type: Literal["schedule", "bulk"] = "schedule"
     schedule_id: str | None = Field(
-        None, pattern=r"^[A-Za-z0-9_.:-]{1,200}$", description="the schedule that is due (platform name or tenant id)"
+        None,
+        pattern=r"^[A-Za-z0-9_.:-]{1,200}$",
+        description="the schedule that is due (platform name or tenant id)",
     )
-    due_at: str | None = Field(None, description="the cron slot being started, ISO 8601 UTC (deduplication key)")
+    due_at: str | None = Field(
+        None, description="the cron slot being started, ISO 8601 UTC (deduplication key)"
+    )
     chunk: int | None = Field(None, ge=0, description="second level of a fan-out: which chunk of the tenants")
+    bulk_id: str | None = Field(
+        None, pattern=r"^[A-Za-z0-9_-]{1,64}$",
+        description="the bulk run (POST /api/v1/admin/runs/bulk) this message belongs to; its runs carry it",
+    )  # fmt: skip
+    only_ready: bool = Field(
+        True,
+        description="start the template only for tenants that can run it (its provider's integration or rows"
+        " in its source table, common.services.readiness); the others are counted skipped. A tenant's own"
+        " schedule sets it false: the tenant asked for that run.",
+    )
 
     def attributes(self) -> dict[str, str]:
         attributes = {"template": self.template}
         if self.chunk is not None:
             attributes["chunk"] = str(self.chunk)
+        if self.bulk_id is not None:
+            attributes["bulk_id"] = self.bulk_id
         return attributes
 
 

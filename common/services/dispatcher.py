@@ -60,12 +60,15 @@ class Candidate:
     cron: str
     time_zone: str
     floor: dt.datetime  # with no dispatch on record, slots count from here
+    # A platform schedule starts only for tenants that can run its template; a tenant's own schedule always
+    # starts (the tenant asked for that run, and a failing run tells it what is missing).
+    only_ready: bool = True
 
     def message(self, due_at: dt.datetime) -> ScheduleMessage:
         return ScheduleMessage(
             template=self.template, tenants=self.tenants, parameters=self.parameters,
             trigger_by=self.trigger_by, trigger_type="schedule", schedule_id=self.schedule_id,
-            due_at=iso_utc(due_at),
+            due_at=iso_utc(due_at), only_ready=self.only_ready,
         )  # fmt: skip
 
 
@@ -103,7 +106,8 @@ def _candidates(
     active = set(organizations.active_org_slugs(rt))
     found += [
         Candidate(r["schedule_id"], r["template"], [r["org_slug"]], json.loads(r["parameters"]),
-                  f"schedule:{r['schedule_id']}", r["cron"], r["time_zone"], r["created_at"])
+                  f"schedule:{r['schedule_id']}", r["cron"], r["time_zone"], r["created_at"],
+                  only_ready=False)
         for r in schedule_records.enabled_schedules(rt)
         if r["org_slug"] in active
     ]  # fmt: skip

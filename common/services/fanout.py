@@ -9,8 +9,14 @@ that runs past FANOUT_TIME_BUDGET_SECONDS hands its remaining tenants on in a ne
 running into the 9-minute limit.
 
 Pub/Sub delivers at least once, so every message may arrive twice. Runs of a message share an idempotency
-key derived from the message (its schedule and slot, or its content), so a redelivered chunk finds the runs
-it already started instead of starting them again.
+key derived from the message (its schedule and slot, its bulk run, or else its content), so a redelivered
+chunk finds the runs it already started instead of starting them again; two bulk runs of the same template
+and parameters are two requests, keyed by their own bulk_id, so each gets its own runs.
+
+A message with `only_ready` (platform schedules and bulk runs) starts the template only for the tenants that
+can run it (`common.services.readiness`); the others are counted `skipped`. A chunk of a bulk run records
+what became of each of its tenants (run started, skipped and why, refused and why) in the control dataset in
+one statement (`common.metadata.bulk_runs`), which the bulk's status is read from (`common.services.bulk`).
 """
 
 from __future__ import annotations
@@ -25,15 +31,17 @@ from typing import Any
 
 from common.bus.messages import ScheduleMessage, StepMessage
 from common.errors import Conflict, ConvergenceError
-from common.metadata import organizations, runs
+from common.metadata import bulk_runs, organizations, runs
 from common.runtime import Runtime
-from common.services import pipelines
+from common.services import pipelines, readiness
 
 log = logging.getLogger(__name__)
 
 
 def idempotency_key(message: ScheduleMessage) -> str:
     """One key per scheduled slot (or per bulk request): the same message never starts a tenant's run twice."""
+    if message.bulk_id:
+        return f"bulk:{message.bulk_id}"
     if message.schedule_id and message.due_at:
         material: Any = ["slot", message.schedule_id, message.due_at]
     else:
@@ -63,36 +71,59 @@ def fan_out(rt: Runtime, message: ScheduleMessage) -> dict[str, int]:
 def start_chunk(rt: Runtime, message: ScheduleMessage, *, now: Any = time.monotonic) -> dict[str, int]:
     """Level 2: start the template for each tenant of a chunk, then enqueue every step 0 in one batch.
 
+    Tenants that cannot run the template are skipped first when the message asks for it (`only_ready`).
     `pipelines.start_runs` admits the chunk's quotas in bulk; when the time budget is spent it stops, and
-    the tenants it did not reach are handed on in a new message.
+    the tenants it did not reach are handed on in a new message. A bulk run's chunk then records every
+    tenant it dealt with in one statement.
     """
     assert isinstance(message.tenants, list)
     provider, domain, template = message.template.split("/")
     deadline = now() + rt.settings.fanout_time_budget_seconds
     wanted = list(dict.fromkeys(message.tenants))
     active = set(organizations.active_org_slugs(rt, wanted))
+    report = BulkReport(message)
     outcome: Counter[str] = Counter(unknown_tenants=len([t for t in wanted if t not in active]))
-    body = dict(message.parameters) | {"trigger_by": message.trigger_by}
+    for tenant in wanted:
+        if tenant not in active:
+            report.add(tenant, "FAILED", "not_active", error=f"{tenant} is not an active organisation")
     tenants = [t for t in wanted if t in active]
+    if message.only_ready:
+        tenants, skipped = readiness.split_ready(rt, message.template, tenants)
+        if skipped:
+            outcome["skipped"] = len(skipped)
+        for tenant, reason in skipped.items():
+            report.add(tenant, "SKIPPED", "skipped", error=reason)
+    body = dict(message.parameters) | {"trigger_by": message.trigger_by}
     try:
         started = pipelines.start_runs(
             rt, tenants, provider, domain, template, body, trigger_type=message.trigger_type,
             idempotency_key=idempotency_key(message), should_stop=lambda: now() > deadline,
+            bulk_id=message.bulk_id,
         )  # fmt: skip
     except ConvergenceError as exc:  # the template itself is unusable: nothing of this chunk can start
         log.error("%s not started for %d tenants: %s", message.template, len(tenants), exc.message)
+        for tenant in tenants:
+            report.add(tenant, "FAILED", "refused", error=exc.message)
+        report.write(rt)
         return dict(outcome | Counter(refused=len(tenants)))
     steps: list[StepMessage] = []
     for tenant, result in started.items():
         if result.error is not None:
             error = result.error
-            outcome["in_flight" if isinstance(error, Conflict) else
-                    "refused" if error.status in (400, 404, 409, 422, 429) else "failed"] += 1  # fmt: skip
-            if not isinstance(error, Conflict):
+            kind = "in_flight" if isinstance(error, Conflict) else (
+                "refused" if error.status in (400, 404, 409, 422, 429) else "failed")  # fmt: skip
+            outcome[kind] += 1
+            if kind == "in_flight":
+                running = error.details.get("pipeline_logging_id")
+                report.add(tenant, "SKIPPED", kind, error=f"an identical run is already in flight: {running}")
+            else:
                 log.warning("%s for %s not started: %s", message.template, tenant, error.message)
+                report.add(tenant, "FAILED", kind, error=error.message)
             continue
         run = result.run
         assert run is not None  # an outcome without an error carries its run
+        report.add(tenant, run.status, "already_started" if result.replayed else "started",
+                   run_id=run.pipeline_logging_id, error=run.error_message)  # fmt: skip
         if result.replayed:
             outcome["already_started"] += 1
             if run.status != "PENDING" or run.steps:
@@ -100,7 +131,8 @@ def start_chunk(rt: Runtime, message: ScheduleMessage, *, now: Any = time.monoto
         else:
             outcome["started"] += 1
         steps.append(StepMessage(run_id=run.pipeline_logging_id, tenant_id=tenant, step_index=0))
-    _enqueue(rt, steps, outcome)  # first: the runs started here must not wait on the hand-on below
+    _enqueue(rt, steps, outcome, report)  # first: the runs started here must not wait on the hand-on below
+    report.write(rt)
     rest = [t for t in tenants if t not in started]
     if rest:
         follow_up = message.model_copy(update={"tenants": rest})
@@ -109,7 +141,26 @@ def start_chunk(rt: Runtime, message: ScheduleMessage, *, now: Any = time.monoto
     return dict(outcome)
 
 
-def _enqueue(rt: Runtime, steps: list[StepMessage], outcome: Counter[str]) -> None:
+class BulkReport:
+    """What a chunk of a bulk run did for each tenant, written in one statement (other messages: nothing)."""
+
+    def __init__(self, message: ScheduleMessage) -> None:
+        self.bulk_id, self.chunk = message.bulk_id, message.chunk
+        self.rows: list[dict[str, Any]] = []
+
+    def add(self, tenant: str, status: str, outcome: str, *, run_id: str | None = None,
+            error: str | None = None) -> None:  # fmt: skip
+        if self.bulk_id is not None:
+            self.rows.append({"tenant_id": tenant, "status": status, "outcome": outcome,
+                              "pipeline_logging_id": run_id, "error_message": error})  # fmt: skip
+
+    def write(self, rt: Runtime) -> None:
+        if self.bulk_id is not None and self.rows:
+            bulk_runs.record_outcomes(rt, self.bulk_id, self.rows, chunk=self.chunk)
+            self.rows = []
+
+
+def _enqueue(rt: Runtime, steps: list[StepMessage], outcome: Counter[str], report: BulkReport) -> None:
     """Publish step 0 of every started run in one batch; runs whose message cannot be published fail."""
     if not steps:
         return
@@ -125,6 +176,8 @@ def _enqueue(rt: Runtime, steps: list[StepMessage], outcome: Counter[str]) -> No
             rt.bus.publish(rt.settings.steps_topic, step, step.attributes())
         except ConvergenceError as exc:
             outcome["failed"] += 1
+            report.add(step.tenant_id, "FAILED", "not_enqueued", run_id=step.run_id,
+                       error=f"could not enqueue: {exc.message}")  # fmt: skip
             records = runs.run_records(rt.warehouse, step.tenant_id, step.run_id)
             if records:
                 record = records[-1]

@@ -12,6 +12,7 @@ from rich.console import Console
 
 from convergence.cli.keys import keys_app
 from convergence.cli.output import error_line, fail
+from convergence.cli.runs import runs_app
 from convergence.cli.schedules import schedules_app
 from common.errors import ConfigurationError, ConvergenceError
 from convergence.cli.stage import stage_command
@@ -114,6 +115,7 @@ def demo(
 
 
 app.add_typer(keys_app, name="keys")
+app.add_typer(runs_app, name="runs")
 app.add_typer(schedules_app, name="schedules")
 app.add_typer(templates_app, name="templates")
 app.command("stage")(stage_command)

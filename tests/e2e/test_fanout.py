@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import itertools
 from collections.abc import Callable
 from typing import Any
@@ -14,7 +15,9 @@ from common.metadata.runs import RunRecord
 from common.runtime import Runtime
 from common.services import fanout
 from common.settings import reset_settings
+from common.types import utcnow
 from tests.conftest import wait_for_bus
+from tests.e2e.bulk_support import EXPORT_ROW, give_integration
 
 TENANTS = [f"tenant_{i:02d}" for i in range(7)]
 TEMPLATE = "gcp/example/dryrun"
@@ -35,11 +38,7 @@ def tenants(small_chunks: None, onboard_org: Callable[[str], str], runtime: Runt
 
 
 def runs_of(rt: Runtime, tenant: str, trigger_type: str) -> list[RunRecord]:
-    return [
-        r
-        for r in runs.latest_runs(rt.warehouse, tenant, limit=100)
-        if r.trigger_type == trigger_type
-    ]
+    return [r for r in runs.latest_runs(rt.warehouse, tenant, limit=100) if r.trigger_type == trigger_type]
 
 
 def publish(rt: Runtime, message: ScheduleMessage) -> None:
@@ -121,15 +120,66 @@ def test_chunks_for_ten_thousand_tenants_stay_far_below_the_event_size_limit(run
     assert max(len(encode(p)) for p in parts) < 512 * 1024 // 10
 
 
-def test_a_dispatcher_tick_on_the_schedules_topic_starts_the_due_platform_schedule(
-    tenants: list[str], runtime: Runtime
+def chunk_outcomes(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, int]]:
+    """What each fan-out chunk reports, in order, from here on."""
+    seen: list[dict[str, int]] = []
+    original = fanout.start_chunk
+
+    def spy(rt: Runtime, message: ScheduleMessage, **kwargs: Any) -> dict[str, int]:
+        outcome = original(rt, message, **kwargs)
+        seen.append(outcome)
+        return outcome
+
+    monkeypatch.setattr(fanout, "start_chunk", spy)
+    return seen
+
+
+@pytest.fixture
+def three_kinds(
+    onboard_org: Callable[[str], str], trigger_client: Any, runtime: Runtime
+) -> dict[str, dict[str, str]]:
+    """`integrated` has a gcp integration, `uploaded` rows in gcp_billing_export_v1, `bare` neither."""
+    keys = {org: {"X-API-Key": onboard_org(org)} for org in ("integrated", "uploaded", "bare")}
+    give_integration(runtime, "integrated", "gcp")
+    response = trigger_client.post(
+        "/api/v1/data/uploaded/uploads/gcp_billing_export_v1", headers=keys["uploaded"], data=EXPORT_ROW,
+        content_type="application/x-ndjson",
+    )  # fmt: skip
+    assert response.status_code == 201, response.json
+    wait_for_bus(runtime)
+    return keys
+
+
+def test_a_platform_schedule_for_every_tenant_starts_only_for_tenants_with_something_to_read(
+    three_kinds: dict[str, dict[str, str]], runtime: Runtime, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # configs/schedules.yml: daily_gcp_costs, 06:00 UTC for every tenant; the tick at 06:05 finds it due.
+    # configs/schedules.yml: daily_gcp_costs (gcp/cost/cost_billing), 06:00 UTC for "*"; a tick at 06:05 is due.
+    outcomes = chunk_outcomes(monkeypatch)
     tick = DispatchMessage(cadence="every-15-minutes", now="2026-11-22T06:05:00+00:00")
     runtime.bus.publish(runtime.settings.schedules_topic, tick, tick.attributes())
     wait_for_bus(runtime, timeout=120)
 
-    for tenant in tenants:
+    assert outcomes == [{"unknown_tenants": 0, "skipped": 1, "started": 2}]
+    for tenant in ("integrated", "uploaded"):
         started = runs_of(runtime, tenant, "schedule")
         assert [r.pipeline_id for r in started] == [f"{tenant}-gcp-cost-cost_billing"], tenant
         assert started[0].trigger_by == "scheduler:daily_gcp_costs"
+    assert runs_of(runtime, "bare", "schedule") == []
+
+
+def test_a_tenants_own_schedule_starts_even_with_nothing_to_read(
+    three_kinds: dict[str, dict[str, str]], runtime: Runtime, trigger_client: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    schedule = {"template": "gcp/cost/cost_billing", "cron": "0 6 * * *", "name": "mine"}
+    response = trigger_client.post("/api/v1/schedules/bare", headers=three_kinds["bare"], json=schedule)
+    assert response.status_code == 201, response.json
+    outcomes = chunk_outcomes(monkeypatch)
+    tick_at = (utcnow() + dt.timedelta(days=1)).replace(hour=6, minute=5, second=0, microsecond=0)
+    tick = DispatchMessage(cadence="every-15-minutes", now=tick_at.isoformat())
+    runtime.bus.publish(runtime.settings.schedules_topic, tick, tick.attributes())
+    wait_for_bus(runtime, timeout=120)
+
+    started = runs_of(runtime, "bare", "schedule")
+    assert [r.trigger_by for r in started] == [f"schedule:{response.json['schedule_id']}"]
+    assert sorted(o.get("skipped", 0) for o in outcomes) == [0, 1]  # the platform schedule skipped bare
