@@ -115,7 +115,7 @@ locals {
     step_execute      = local.notify_secrets
   }
 
-  # The HTTPS API is public (every route but /health and /openapi.json checks a key); push targets accept
+  # The HTTPS API is public (every route but /health, /openapi.json and /docs (off in production) checks a key); push targets accept
   # only the push subscriptions' service account, from inside Google Cloud.
   function_invokers = {
     onboard           = var.http_invoker_members
@@ -140,6 +140,9 @@ locals {
   kms_decrypters = ["onboard", "step_execute"]
   # Step messages are published when a run starts (trigger, trigger_schedules) and after each step.
   steps_publishers = ["trigger", "trigger_schedules", "step_execute"]
+  # Schedules topic: onboard publishes bulk runs (POST /api/v1/admin/runs/bulk); trigger_schedules publishes
+  # the due slots of a dispatcher tick, the chunks of a fan-out and the tenants a chunk hands on.
+  schedules_publishers = ["onboard", "trigger_schedules"]
   # BigQuery: onboard creates tenant datasets; the others read and write tables of existing datasets.
   dataset_creators    = ["onboard"]
   tenant_data_members = ["trigger", "trigger_schedules", "step_execute"]
@@ -273,6 +276,7 @@ module "pubsub" {
   minimum_backoff_seconds    = var.retry_minimum_backoff_seconds
   maximum_backoff_seconds    = var.retry_maximum_backoff_seconds
   steps_publishers           = { for name in local.steps_publishers : name => local.members[name] }
+  schedules_publishers       = { for name in local.schedules_publishers : name => local.members[name] }
   labels                     = var.labels
 
   depends_on = [google_project_service.required]

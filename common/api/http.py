@@ -43,6 +43,7 @@ Auth = Literal["none", "root", "tenant", "root_or_tenant"]
 Group = Literal["onboard", "trigger", "both"]  # the function serving a route; `both` = every function
 Handler = Callable[..., tuple[int, Any]]
 QueryParser = Callable[[Iterable[tuple[str, list[str]]]], BaseModel]
+JSON = "application/json"
 METHOD_NOT_ALLOWED = 405  # answered by the plumbing on every path, for a method the path does not have
 
 
@@ -72,6 +73,8 @@ class Route:
     query_parser: QueryParser | None = None
     headers: Mapping[str, str] = field(default_factory=dict)  # optional request headers → what they do
     rate_limited: bool = False  # counted against the tenant's RATE_LIMIT_PER_MINUTE once authenticated
+    # The media type of the success answers: JSON, or a page (its model a RootModel[str] of the text).
+    media_type: str = "application/json"
 
     def __post_init__(self) -> None:
         where = f"{self.method} {self.path}"
@@ -252,6 +255,8 @@ def dispatch(
         with rate_limits.counted(ctx.runtime, ctx.org) if limited else nullcontext():  # type: ignore[arg-type]
             ctx.query = route.parse_query(request.args)
             status, body = route.handler(ctx, **args)
+        if route.media_type != JSON and status in route.responses:
+            return flask.Response(body, status=status, mimetype=route.media_type)
         return json_response(status, body)
     except ConvergenceError as exc:
         if not isinstance(exc, TerminalError) or exc.status >= 500:

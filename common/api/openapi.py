@@ -128,10 +128,8 @@ def _operation(route: Route, components: SchemaComponents) -> dict[str, Any]:
         model = route.answer_model(status)
         description = route.error_descriptions.get(status, STATUS_TEXT.get(status, str(status)))
         schema = components.ref(model, "serialization")
-        responses[str(status)] = {
-            "description": description,
-            "content": {"application/json": {"schema": schema}},
-        }
+        media_type = route.media_type if status in route.responses else "application/json"
+        responses[str(status)] = {"description": description, "content": {media_type: {"schema": schema}}}
     operation: dict[str, Any] = {
         "operationId": route.handler.__name__,
         "summary": route.summary,

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from common.api.docs import docs_page
 from common.api.http import RequestContext, Route, read_body
 from common.api.openapi import openapi_document
+from common.contracts.bulk import BulkAccepted, BulkRunRequest, BulkStatus
 from common.contracts.costs import CostSummary, CostSummaryQuery
 from common.contracts.data import (
     UPLOAD_CONTENT_TYPES,
@@ -20,7 +22,15 @@ from common.contracts.data import (
     Uploaded,
     UploadQuery,
 )
-from common.contracts.integrations import IntegrationList, IntegrationSetupRequest, IntegrationStored
+from common.contracts.integrations import (
+    IntegrationChecked,
+    IntegrationDeleted,
+    IntegrationEntry,
+    IntegrationList,
+    IntegrationSetupRequest,
+    IntegrationStored,
+)
+from common.contracts.notifications import NotificationSettingsRequest, NotificationSettingsView
 from common.contracts.onboarding import (
     Bootstrapped,
     BootstrapRequest,
@@ -40,10 +50,11 @@ from common.contracts.pipelines import (
     RunRequest,
     TemplateCatalogue,
 )
-from common.contracts.platform import Health, OpenApiDocument
+from common.contracts.platform import Health, HtmlPage, OpenApiDocument
 from common.contracts.schedules import ScheduleDeleted, ScheduleList, ScheduleRequest, ScheduleView
-from common.errors import ConvergenceError
-from common.services import costs, data, integrations, onboarding, pipelines, tenant_schedules
+from common.errors import ConvergenceError, NotFound
+from common.services import bulk as bulk_runs
+from common.services import costs, data, integrations, notifications, onboarding, pipelines, tenant_schedules
 
 
 def health(ctx: RequestContext) -> tuple[int, Any]:
@@ -62,6 +73,13 @@ def health(ctx: RequestContext) -> tuple[int, Any]:
 
 def openapi(ctx: RequestContext) -> tuple[int, Any]:
     return 200, openapi_document(ctx.routes)
+
+
+def api_docs(ctx: RequestContext) -> tuple[int, Any]:
+    if not ctx.runtime.settings.api_docs_enabled:
+        raise NotFound("the API page is off here (ENABLE_API_DOCS); /openapi.json describes every route",
+                       code="api_docs_disabled")  # fmt: skip
+    return 200, docs_page()
 
 
 def bootstrap(ctx: RequestContext) -> tuple[int, Any]:
@@ -92,12 +110,33 @@ def rotate_key(ctx: RequestContext, org: str) -> tuple[int, Any]:
     return 200, onboarding.rotate_api_key(ctx.runtime, org)
 
 
+def get_notifications(ctx: RequestContext, org: str) -> tuple[int, Any]:
+    return 200, notifications.settings_view(ctx.runtime, org)
+
+
+def put_notifications(ctx: RequestContext, org: str) -> tuple[int, Any]:
+    by = "root" if ctx.is_root else "tenant"
+    return 200, notifications.update_settings(ctx.runtime, org, ctx.body(), updated_by=by)
+
+
 def setup_integration(ctx: RequestContext, org: str, provider: str) -> tuple[int, Any]:
     return 200, integrations.setup_integration(ctx.runtime, org, provider, ctx.body())
 
 
 def list_integrations(ctx: RequestContext, org: str) -> tuple[int, Any]:
     return 200, integrations.list_integrations(ctx.runtime, org)
+
+
+def get_integration(ctx: RequestContext, org: str, provider: str) -> tuple[int, Any]:
+    return 200, integrations.get_integration(ctx.runtime, org, provider)
+
+
+def validate_integration(ctx: RequestContext, org: str, provider: str) -> tuple[int, Any]:
+    return 200, integrations.validate_integration(ctx.runtime, org, provider)
+
+
+def delete_integration(ctx: RequestContext, org: str, provider: str) -> tuple[int, Any]:
+    return 200, integrations.delete_integration(ctx.runtime, org, provider)
 
 
 def run_pipeline(ctx: RequestContext, org: str, provider: str, domain: str, template: str) -> tuple[int, Any]:
@@ -169,6 +208,15 @@ def delete_schedule(ctx: RequestContext, org: str, schedule_id: str) -> tuple[in
     return 200, tenant_schedules.delete_schedule(ctx.runtime, org, schedule_id)
 
 
+def start_bulk_run(ctx: RequestContext) -> tuple[int, Any]:
+    key = ctx.request.headers.get("Idempotency-Key")
+    return 202, bulk_runs.start_bulk(ctx.runtime, ctx.body(), idempotency_key=key)
+
+
+def bulk_run_status(ctx: RequestContext, bulk_id: str) -> tuple[int, Any]:
+    return 200, bulk_runs.bulk_status(ctx.runtime, bulk_id)
+
+
 BODY_ERRORS = (400, 401, 413, 422, 503)  # a root route with a JSON body
 ROUTES: list[Route] = [
     Route("GET", "/health", health, "none", "both", "Liveness and warehouse reachability",
@@ -176,9 +224,29 @@ ROUTES: list[Route] = [
           error_descriptions={503: "The warehouse does not answer (status degraded, with error and message)"}),
     Route("GET", "/openapi.json", openapi, "none", "both", "This OpenAPI document",
           responses={200: OpenApiDocument}),
+    Route("GET", "/docs", api_docs, "none", "both", "Interactive page of this OpenAPI document; works offline",
+          responses={200: HtmlPage}, media_type="text/html", errors=(404,),
+          error_descriptions={404: "ENABLE_API_DOCS is off (api_docs_disabled), by default in production"}),
     Route("POST", "/api/v1/admin/bootstrap", bootstrap, "root", "onboard",
           "Create the control dataset and tables (idempotent)",
           body=BootstrapRequest, responses={200: Bootstrapped}, errors=BODY_ERRORS),
+    Route("POST", "/api/v1/admin/runs/bulk", start_bulk_run, "root", "onboard",
+          "Start a template for every active tenant or the tenants listed, fanned out in chunks",
+          body=BulkRunRequest, responses={202: BulkAccepted},
+          headers={"Idempotency-Key": "Names the bulk run: a repeat publishes it again, starting what is missing"},
+          errors=(400, 401, 409, 413, 422, 503),
+          error_descriptions={
+              400: "Unknown template (template_not_found), bad parameter (invalid_parameter), a listed tenant"
+                   " that is not active (unknown_tenant) or a bad Idempotency-Key (invalid_header)",
+              409: "The platform is not bootstrapped (not_bootstrapped)",
+              422: "Invalid body, or an Idempotency-Key used for another request (idempotency_key_reused)",
+              503: "The bus did not take every message (the error names the bulk_id; repeat with the same"
+                   " Idempotency-Key to finish it) or the warehouse is down",
+          }),
+    Route("GET", "/api/v1/admin/runs/bulk/<bulk_id>", bulk_run_status, "root", "onboard",
+          "Where a bulk run stands: tenants by run status, failures, skipped tenants",
+          responses={200: BulkStatus}, errors=(401, 404, 503),
+          error_descriptions={404: "No bulk run has this id (bulk_not_found)"}),
     Route("POST", "/api/v1/organizations/dryrun", dryrun, "root", "onboard",
           "Check an organisation could be onboarded; changes nothing",
           body=DryrunRequest, responses={200: DryrunReport}, errors=BODY_ERRORS),
@@ -192,11 +260,36 @@ ROUTES: list[Route] = [
     Route("POST", "/api/v1/organizations/<org>/api-keys/rotate", rotate_key, "root_or_tenant", "onboard",
           "Issue a new API key; the old one stops working at once",
           responses={200: KeyRotated}, errors=(401, 403, 404, 503)),
+    Route("GET", "/api/v1/organizations/<org>/notifications", get_notifications, "root_or_tenant", "onboard",
+          "Who the platform mails for this organisation (welcome, failed scheduled runs, notifications)",
+          responses={200: NotificationSettingsView}, errors=(401, 403, 404, 503),
+          error_descriptions={404: "No such organisation (org_not_found), with the root key"}),
+    Route("PUT", "/api/v1/organizations/<org>/notifications", put_notifications, "root_or_tenant", "onboard",
+          "Set the organisation's notification recipients; fields left out keep their value",
+          body=NotificationSettingsRequest, responses={200: NotificationSettingsView},
+          errors=(400, 401, 403, 404, 413, 422, 503),
+          error_descriptions={404: "No such organisation (org_not_found), with the root key",
+                              422: "An address that is not one, more than 20, or an unknown field"}),
     Route("POST", "/api/v1/integrations/<org>/<provider>/setup", setup_integration, "tenant", "onboard",
-          "Store a provider credential, encrypted; never echoed",
+          "Store a provider credential, encrypted, with what one read-only call to the provider found; never echoed",
           body=IntegrationSetupRequest, responses={200: IntegrationStored}, errors=(400, 401, 403, 413, 422, 503)),
     Route("GET", "/api/v1/integrations/<org>", list_integrations, "tenant", "onboard",
           "List integrations without secrets", responses={200: IntegrationList}, errors=(401, 403, 503)),
+    Route("POST", "/api/v1/integrations/<org>/<provider>/validate", validate_integration, "tenant", "onboard",
+          "Try the stored credential with one read-only call to the provider; record and answer the result",
+          responses={200: IntegrationChecked}, errors=(400, 401, 403, 404, 503),
+          error_descriptions={400: "Unknown provider (unknown_provider)",
+                              404: "The tenant has no integration of this provider (integration_not_found)"}),
+    Route("GET", "/api/v1/integrations/<org>/<provider>", get_integration, "tenant", "onboard",
+          "One integration with its last check, without its secret", responses={200: IntegrationEntry},
+          errors=(400, 401, 403, 404, 503),
+          error_descriptions={400: "Unknown provider (unknown_provider)",
+                              404: "The tenant has no integration of this provider (integration_not_found)"}),
+    Route("DELETE", "/api/v1/integrations/<org>/<provider>", delete_integration, "tenant", "onboard",
+          "Delete an integration, credential included", responses={200: IntegrationDeleted},
+          errors=(400, 401, 403, 404, 503),
+          error_descriptions={400: "Unknown provider (unknown_provider)",
+                              404: "The tenant has no integration of this provider (integration_not_found)"}),
     Route("POST", "/api/v1/pipelines/run/<org>/<provider>/<domain>/<template>", run_pipeline, "tenant", "trigger",
           "Start a templated pipeline run",
           body=RunRequest, responses={202: RunAccepted},

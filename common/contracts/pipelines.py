@@ -64,6 +64,9 @@ class RunStep(ResponseBody):
     end_time: dt.datetime | None
     duration_ms: int | None
     rows_processed: int | None
+    bytes_processed: int | None = Field(
+        description="Bytes the warehouse reported processing for the step (BigQuery); null where it reports none"
+    )
     error_message: str | None
 
 
@@ -97,9 +100,15 @@ class TemplateEntry(ResponseBody):
     provider: str
     domain: str
     template: str
+    name: str | None = Field(None, description="Display name (a described-shape template's pipeline_name).")
     description: str
     variables: dict[str, dict[str, Any]] = Field(
         description="Variable name → its type, default, pattern, values and whether a request may override it."
+    )
+    warnings: list[str] = Field(
+        default_factory=list,
+        description="What loading accepted but does not do as written, e.g. a described-shape destination's"
+        " dataset_type (a step writes only into its tenant's own dataset).",
     )
 
 

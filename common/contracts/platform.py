@@ -1,10 +1,10 @@
-"""What the platform answers about itself: its health and its OpenAPI document."""
+"""What the platform answers about itself: its health, its OpenAPI document and the page that shows it."""
 
 from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import ConfigDict, Field
+from pydantic import ConfigDict, Field, RootModel
 
 from common.contracts.base import ResponseBody
 
@@ -27,3 +27,7 @@ class OpenApiDocument(ResponseBody):
     info: dict[str, Any]
     paths: dict[str, dict[str, Any]]
     components: dict[str, Any]
+
+
+class HtmlPage(RootModel[str]):
+    """A self-contained HTML page (text/html): it loads nothing from anywhere else."""

@@ -12,7 +12,8 @@ from common.warehouse.sql import table_ref
 CONTROL_TABLES = (
     "org_profiles", "org_subscriptions", "org_api_keys", "org_integration_credentials", "tenant_keysets",
     "org_usage", "org_rate_windows",
-    "org_schedules", "schedule_dispatches",
+    "org_schedules", "schedule_dispatches", "bulk_runs", "bulk_run_tenants",
+    "org_notification_settings", "notification_deliveries",
 )  # fmt: skip
 
 
@@ -22,7 +23,8 @@ def control_ref(rt: Runtime, table: str) -> str:
 
 
 def is_bootstrapped(rt: Runtime) -> bool:
-    """Whether every control table exists."""
+    """Whether every control table exists (a platform bootstrapped by an older release lacks the tables
+    added since: bootstrapping again creates just those)."""
     dataset = rt.settings.control_dataset
     present = set(rt.warehouse.list_tables(dataset)) if rt.warehouse.dataset_exists(dataset) else set()
     return set(CONTROL_TABLES) <= present

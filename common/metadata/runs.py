@@ -7,13 +7,16 @@ streamed rows), and a duplicate delivery that appends the same record again is h
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import threading
 import time
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
+from common.metadata import table_upgrades
 from common.templates.models import ResolvedPipeline
 from common.types import UtcDatetime, utcnow
 from common.warehouse.base import Warehouse
@@ -23,6 +26,7 @@ RUN_STATUSES = ("PENDING", "RUNNING", "COMPLETE", "FAILED")
 FINAL_RUN_STATUSES = frozenset({"COMPLETE", "FAILED"})
 FINAL_STEP_STATUSES = frozenset({"COMPLETE", "FAILED", "SKIPPED"})
 ACTIVE_RUN_STATUSES = ("PENDING", "RUNNING")
+STATUS_QUERY_TENANTS = 500  # tenants' pipeline_runs per query of `latest_statuses`
 
 _seq_lock = threading.Lock()
 _seq_state = {"last": 0}
@@ -61,6 +65,7 @@ class RunRecord(Record):
     config_snapshot: str | None = None  # the resolved pipeline; only on the PENDING record
     request_fingerprint: str | None = None
     idempotency_key: str | None = None
+    bulk_id: str | None = None  # the bulk run that started it (POST /api/v1/admin/runs/bulk)
     error_message: str | None = None
     start_time: UtcDatetime | None = None
     end_time: UtcDatetime | None = None
@@ -89,6 +94,7 @@ class StepRecord(Record):
     end_time: UtcDatetime | None = None
     duration_ms: int | None = None
     rows_processed: int | None = None
+    bytes_processed: int | None = None  # what the warehouse reported processing for the step (BigQuery)
     error_message: str | None = None
     attempt: int | None = None
     recorded_at: UtcDatetime
@@ -108,6 +114,7 @@ def create_run(
     trigger_by: str,
     fingerprint: str,
     idempotency_key: str | None,
+    bulk_id: str | None = None,
 ) -> RunRecord:
     """Write the PENDING record holding the resolved pipeline; return it."""
     now = utcnow()
@@ -125,11 +132,12 @@ def create_run(
         config_snapshot=pipeline.model_dump_json(),
         request_fingerprint=fingerprint,
         idempotency_key=idempotency_key,
+        bulk_id=bulk_id,
         start_time=now,
         recorded_at=now,
         seq=next_seq(),
     )
-    wh.insert_rows(pipeline.tenant_id, "pipeline_runs", [record.row()])
+    table_upgrades.insert_rows(wh, pipeline.tenant_id, "pipeline_runs", [record.row()])
     return record
 
 
@@ -148,7 +156,7 @@ def append_run_status(
             "seq": next_seq(),
         }
     )
-    wh.insert_rows(tenant_id, "pipeline_runs", [record.row()])
+    table_upgrades.insert_rows(wh, tenant_id, "pipeline_runs", [record.row()])
     return record
 
 
@@ -181,7 +189,7 @@ def latest_runs(
     rows = wh.query(
         f"""
         SELECT * EXCEPT (config_snapshot)
-        FROM {table_ref(tenant_id, 'pipeline_runs')}
+        FROM {table_ref(tenant_id, "pipeline_runs")}
         WHERE (@fingerprint IS NULL OR request_fingerprint = @fingerprint)
           AND (@idempotency_key IS NULL OR idempotency_key = @idempotency_key)
         QUALIFY ROW_NUMBER() OVER (PARTITION BY pipeline_logging_id ORDER BY seq DESC) = 1
@@ -215,7 +223,7 @@ def append_step(
         seq=next_seq(),
         **fields,
     )
-    wh.insert_rows(tenant_id, "step_logs", [record.row()])
+    table_upgrades.insert_rows(wh, tenant_id, "step_logs", [record.row()])
     return record
 
 
@@ -225,7 +233,7 @@ def step_states(wh: Warehouse, tenant_id: str, run_ids: list[str]) -> dict[str, 
         return {}
     rows = wh.query(
         f"""
-        SELECT * FROM {table_ref(tenant_id, 'step_logs')}
+        SELECT * FROM {table_ref(tenant_id, "step_logs")}
         WHERE pipeline_logging_id IN UNNEST(@run_ids)
         QUALIFY ROW_NUMBER() OVER (PARTITION BY pipeline_logging_id, step_index ORDER BY seq DESC) = 1
         """,
@@ -236,3 +244,28 @@ def step_states(wh: Warehouse, tenant_id: str, run_ids: list[str]) -> dict[str, 
         record = StepRecord.model_validate(row)
         states[record.pipeline_logging_id][record.step_index] = record
     return states
+
+
+def latest_statuses(
+    wh: Warehouse, runs_by_tenant: Mapping[str, Sequence[str]], *, since: dt.datetime
+) -> dict[str, dict[str, Any]]:
+    """run id → its latest status and error_message, for runs of many tenants recorded since `since`.
+
+    One query per STATUS_QUERY_TENANTS tenants (a UNION ALL of their pipeline_runs, as BigQuery allows up
+    to 1,000 tables in a query), never one per tenant; `since` prunes the tables' day partitions. A run
+    without a record since then is absent from the answer.
+    """
+    tenants = [tenant for tenant, run_ids in runs_by_tenant.items() if run_ids]
+    found: dict[str, dict[str, Any]] = {}
+    for first in range(0, len(tenants), STATUS_QUERY_TENANTS):
+        batch = tenants[first : first + STATUS_QUERY_TENANTS]
+        selects = " UNION ALL ".join(
+            f"""(SELECT pipeline_logging_id, status, error_message FROM {table_ref(tenant, "pipeline_runs")}
+                WHERE recorded_at >= @since AND pipeline_logging_id IN UNNEST(@run_ids)
+                QUALIFY ROW_NUMBER() OVER (PARTITION BY pipeline_logging_id ORDER BY seq DESC) = 1)"""
+            for tenant in batch
+        )
+        run_ids = [run_id for tenant in batch for run_id in runs_by_tenant[tenant]]
+        for row in wh.query(selects, {"since": since, "run_ids": run_ids}):
+            found[row["pipeline_logging_id"]] = row
+    return found

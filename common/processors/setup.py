@@ -7,7 +7,7 @@ organisation's dataset for onboarding.
 from __future__ import annotations
 
 import re
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -23,12 +23,24 @@ EMAIL_RE = re.compile(EMAIL_PATTERN)
 RESERVED_SLUGS = frozenset({"information_schema", "pg_catalog", "main", "temp", "system", "organizations"})
 
 
+LABEL = r"^[a-z][a-z0-9_-]{0,62}$"  # BigQuery's label keys; values may also start with a digit
+LABEL_VALUE = r"^[a-z0-9_-]{0,63}$"
+
+
 class DatasetConfig(BaseModel):
     """A setup.create_dataset step: the bool variable, if any, that asks for the dataset to be recreated."""
 
     model_config = ConfigDict(extra="forbid")
 
     recreate_variable: VariableName | None = None
+
+
+class CreateDatasetConfig(DatasetConfig):
+    """A setup.create_dataset step: also the labels the dataset carries (e.g. `tenant: "{tenant_id}"`)."""
+
+    labels: dict[Annotated[str, Field(pattern=LABEL)], Annotated[str, Field(pattern=LABEL_VALUE)]] = Field(
+        default_factory=dict, max_length=64
+    )
 
 
 class TablesConfig(DatasetConfig):
@@ -49,10 +61,11 @@ def _flag(ctx: StepContext, variable: str | None) -> bool:
     return bool(ctx.pipeline.variables.get(variable)) if variable else False
 
 
-@processor("setup.create_dataset", config=DatasetConfig)
-def create_dataset(ctx: StepContext, config: DatasetConfig) -> StepResult:
-    created = ctx.warehouse.create_dataset(ctx.tenant_id, recreate=_flag(ctx, config.recreate_variable))
-    return StepResult(details={"dataset": ctx.tenant_id, "created": created})
+@processor("setup.create_dataset", config=CreateDatasetConfig)
+def create_dataset(ctx: StepContext, config: CreateDatasetConfig) -> StepResult:
+    recreate = _flag(ctx, config.recreate_variable)
+    created = ctx.warehouse.create_dataset(ctx.tenant_id, recreate=recreate, labels=config.labels)
+    return StepResult(details={"dataset": ctx.tenant_id, "created": created, "labels": config.labels})
 
 
 @processor("setup.create_tables", config=TablesConfig)

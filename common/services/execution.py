@@ -16,8 +16,10 @@ from common.metadata import runs
 from common.metadata.runs import RunRecord, StepRecord
 from common.processors.registry import StepContext, get_processor
 from common.runtime import Runtime
+from common.services import notifications
 from common.templates.models import ResolvedPipeline
 from common.types import utcnow
+from common.warehouse.base import metered
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +49,8 @@ def _advance(
     if latest.status not in runs.FINAL_RUN_STATUSES:
         failed = _run_failed(pipeline, states, len(pipeline.steps)) is not None
         error = _failure_summary(pipeline, states) if failed else None
+        if error is not None:  # before the FAILED record: if that write fails, the notice stays claimed
+            notifications.notify_failed_run(rt, latest, pipeline, states, error)
         runs.append_run_status(rt.warehouse, tenant_id, latest, "FAILED" if failed else "COMPLETE", error_message=error)
     return None
 
@@ -92,7 +96,8 @@ def execute_step(rt: Runtime, message: StepMessage, attempt: int = 1) -> StepMes
         clock = time.monotonic()
         context = StepContext(rt, tenant_id, run_id, pipeline, step, attempt=attempt, run_failed=failure is not None)
         try:
-            result = get_processor(step.ps_type)(context)
+            with metered() as meter:
+                result = get_processor(step.ps_type)(context)
         except TransientError as exc:
             runs.append_step(wh, tenant_id, run_id, index, step, status="RETRYING", start_time=started,
                              error_message=exc.message, attempt=attempt)
@@ -108,7 +113,7 @@ def execute_step(rt: Runtime, message: StepMessage, attempt: int = 1) -> StepMes
             wh, tenant_id, run_id, index, step,
             status=status, start_time=started, end_time=utcnow(),
             duration_ms=int((time.monotonic() - clock) * 1000), rows_processed=rows,
-            error_message=error, attempt=attempt,
+            bytes_processed=meter.bytes_processed, error_message=error, attempt=attempt,
         )  # fmt: skip
         return _advance(rt, tenant_id, latest, pipeline, index, states)
 

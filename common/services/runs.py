@@ -28,7 +28,8 @@ def run_view(latest: RunRecord, steps: dict[int, StepRecord], pipeline: Resolved
             plan = planned[index]
             pending = RunStep(
                 step_index=index, step_id=plan.step_id, name=plan.name, ps_type=plan.ps_type, status="PENDING",
-                start_time=None, end_time=None, duration_ms=None, rows_processed=None, error_message=None,
+                start_time=None, end_time=None, duration_ms=None, rows_processed=None, bytes_processed=None,
+                error_message=None,
             )  # fmt: skip
             views.append(pending)
             continue
@@ -43,6 +44,7 @@ def run_view(latest: RunRecord, steps: dict[int, StepRecord], pipeline: Resolved
                 end_time=record.end_time,
                 duration_ms=record.duration_ms,
                 rows_processed=record.rows_processed,
+                bytes_processed=record.bytes_processed,
                 error_message=record.error_message,
             )
         )

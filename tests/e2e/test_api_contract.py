@@ -30,6 +30,7 @@ from common.errors import DependencyUnavailable
 from common.metadata.runs import RUN_STATUSES
 from common.metadata.schemas import load_schema
 from common.wiring import set_runtime, wsgi_app
+from convergence.demo.provider_apis import ProviderApiServer
 from tests.conftest import ROOT_KEY, wait_for_bus
 from tests.e2e.support import runtime_in
 
@@ -76,7 +77,7 @@ class ScenarioClient:
         reached = self._route_of(method, path) if route is None else ROUTE[route]
         if route is not None:
             assert self._route_of(reached.method, path) is reached, (route, path)
-        body = json.loads(text)
+        body = json.loads(text) if response.mimetype == "application/json" else text
         self.exchanges.append(
             Exchange(reached, f"{method} {path}", response.status_code, response.mimetype, body)
         )
@@ -112,6 +113,8 @@ def drive_every_route(rt: Any, api: ScenarioClient) -> None:
     send("GET", "/health", 200)
     send("GET", "/openapi.json", 200)
     send("POST", "/openapi.json", 405, route="GET /openapi.json")
+    send("GET", "/docs", 200)
+    send("POST", "/docs", 405, route="GET /docs")
 
     send("POST", "/api/v1/admin/bootstrap", 401, json={})
     send("POST", "/api/v1/admin/bootstrap", 200, headers=ROOT, json={})
@@ -132,11 +135,32 @@ def drive_every_route(rt: Any, api: ScenarioClient) -> None:
     )
     send("POST", "/api/v1/organizations/nobody/api-keys/rotate", 404, headers=ROOT)
 
+    notifications = "/api/v1/organizations/acme/notifications"
+    send("GET", notifications, 200, headers=acme)
+    send("GET", notifications, 403, headers=globex)
+    send("GET", "/api/v1/organizations/nobody/notifications", 404, headers=ROOT)
+    send("PUT", notifications, 200, headers=acme, json={"emails": ["finops@acme.example.com"]})
+    send("PUT", notifications, 200, headers=ROOT, json={"emails": [], "on_failure": True})
+    send("PUT", notifications, 422, headers=acme, json={"emails": ["not-an-address"]})
+    send("PUT", notifications, 400, headers=acme, data="{", content_type="application/json")
+    send("PUT", notifications, 403, headers=globex, json={"emails": []})
+
     setup = {"credential": OPENAI_KEY, "settings": {"organization_id": "org-AcmeBilling01"}}
-    send("POST", "/api/v1/integrations/acme/openai/setup", 200, headers=acme, json=setup)
-    send("POST", "/api/v1/integrations/acme/nope/setup", 400, headers=acme, json=setup)
-    send("GET", "/api/v1/integrations/acme", 200, headers=acme)
-    send("GET", "/api/v1/integrations/acme", 403, headers=globex)
+    with ProviderApiServer(openai_key=OPENAI_KEY) as replay:  # OpenAI's costs API, which the checks call
+        rt.settings = rt.settings.model_copy(update={"openai_api_base": replay.base_url})
+        send("POST", "/api/v1/integrations/acme/openai/setup", 200, headers=acme, json=setup)
+        send("POST", "/api/v1/integrations/acme/nope/setup", 400, headers=acme, json=setup)
+        send("GET", "/api/v1/integrations/acme", 200, headers=acme)
+        send("GET", "/api/v1/integrations/acme", 403, headers=globex)
+        send("POST", "/api/v1/integrations/acme/openai/validate", 200, headers=acme)
+        send("POST", "/api/v1/integrations/acme/openai/validate", 403, headers=globex)
+        send("POST", "/api/v1/integrations/acme/anthropic/validate", 404, headers=acme)
+        send("GET", "/api/v1/integrations/acme/openai", 200, headers=acme)
+        send("GET", "/api/v1/integrations/acme/anthropic", 404, headers=acme)
+    send("DELETE", "/api/v1/integrations/acme/openai", 403, headers=globex)
+    send("DELETE", "/api/v1/integrations/acme/openai", 200, headers=acme)
+    send("DELETE", "/api/v1/integrations/acme/openai", 404, headers=acme)
+    send("DELETE", "/api/v1/integrations/acme/nope", 400, headers=acme)
 
     run_id = send("POST", DRYRUN, 202, headers=acme, json={"trigger_by": "contract"})["pipeline_logging_id"]
     send("POST", "/api/v1/pipelines/run/acme/gcp/example/nope", 404, headers=acme, json={})
@@ -191,6 +215,14 @@ def drive_every_route(rt: Any, api: ScenarioClient) -> None:
     send("DELETE", f"/api/v1/schedules/acme/{schedule_id}", 200, headers=acme)
     send("DELETE", f"/api/v1/schedules/acme/{schedule_id}", 404, headers=acme)
 
+    bulk = {"template": "gcp/example/dryrun", "tenants": ["acme", "globex"], "trigger_by": "contract"}
+    bulk_id = send("POST", "/api/v1/admin/runs/bulk", 202, headers=ROOT, json=bulk)["bulk_id"]
+    send("POST", "/api/v1/admin/runs/bulk", 400, headers=ROOT, json=bulk | {"template": "gcp/example/nope"})
+    send("POST", "/api/v1/admin/runs/bulk", 401, headers=acme, json=bulk)
+    wait_for_bus(rt)
+    send("GET", f"/api/v1/admin/runs/bulk/{bulk_id}", 200, headers=ROOT)
+    send("GET", "/api/v1/admin/runs/bulk/00000000-0000-4000-8000-000000000000", 404, headers=ROOT)
+
     def warehouse_down() -> None:
         raise DependencyUnavailable("the warehouse does not answer")
 
@@ -232,7 +264,8 @@ def test_every_answer_of_a_route_has_a_status_and_body_it_declares(exchanges, ro
     assert answered, f"the scenario never reaches {route_key(route)}"
     for exchange in answered:
         assert exchange.status in route.statuses, (exchange.request, exchange.status, route.statuses)
-        assert exchange.mimetype == "application/json", exchange.request
+        media_type = route.media_type if exchange.status in route.responses else "application/json"
+        assert exchange.mimetype == media_type, exchange.request
         route.answer_model(exchange.status).model_validate(exchange.body)
 
 
@@ -263,7 +296,8 @@ def test_openapi_gives_every_status_of_a_route_the_schema_of_its_declared_model(
     schemas = served_document["components"]["schemas"]
     for status in route.statuses:
         model = route.answer_model(status)
-        ref = operation["responses"][str(status)]["content"]["application/json"]["schema"]["$ref"]
+        media_type = route.media_type if status in route.responses else "application/json"
+        ref = operation["responses"][str(status)]["content"][media_type]["schema"]["$ref"]
         assert ref == REF_TEMPLATE.format(model=model.__name__)
         generated = model.model_json_schema(by_alias=True, mode="serialization", ref_template=REF_TEMPLATE)
         defs = generated.pop("$defs", {})

@@ -22,7 +22,9 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from common.crypto.api_keys import generate_api_key
 from common.crypto.keyring import DecryptionFailed
 from common.metadata.control_dataset import CONTROL_TABLES
+from common.metadata.schemas import load_schema
 from common.wiring import build_runtime, set_runtime
+from convergence.demo.provider_apis import ProviderApiServer
 from tests.conftest import ROOT_KEY, function_client
 from tests.e2e.support import assert_error, assert_json, runtime_in
 
@@ -30,16 +32,27 @@ from tests.e2e.support import assert_error, assert_json, runtime_in
 ONBOARD_ROUTES = {
     ("get", "/health"),
     ("get", "/openapi.json"),
+    ("get", "/docs"),
     ("post", "/api/v1/admin/bootstrap"),
+    ("post", "/api/v1/admin/runs/bulk"),
+    ("get", "/api/v1/admin/runs/bulk/{bulk_id}"),
     ("post", "/api/v1/organizations/dryrun"),
     ("post", "/api/v1/organizations/onboard"),
     ("post", "/api/v1/customers/onboard"),
     ("post", "/api/v1/organizations/{org}/api-keys/rotate"),
+    ("get", "/api/v1/organizations/{org}/notifications"),
+    ("put", "/api/v1/organizations/{org}/notifications"),
     ("post", "/api/v1/integrations/{org}/{provider}/setup"),
     ("get", "/api/v1/integrations/{org}"),
+    ("post", "/api/v1/integrations/{org}/{provider}/validate"),
+    ("get", "/api/v1/integrations/{org}/{provider}"),
+    ("delete", "/api/v1/integrations/{org}/{provider}"),
 }
+PUBLIC_ROUTES = {"/health", "/openapi.json", "/docs"}
 ROOT_ROUTES = {
     "/api/v1/admin/bootstrap",
+    "/api/v1/admin/runs/bulk",
+    "/api/v1/admin/runs/bulk/{bulk_id}",
     "/api/v1/organizations/dryrun",
     "/api/v1/organizations/onboard",
     "/api/v1/customers/onboard",
@@ -147,6 +160,9 @@ DOCUMENTED_STATUSES = {  # statuses these tests see each route answer with
     ("post", "/api/v1/organizations/{org}/api-keys/rotate"): {200, 401, 403, 404},
     ("post", "/api/v1/integrations/{org}/{provider}/setup"): {200, 400, 401, 403, 422},
     ("get", "/api/v1/integrations/{org}"): {200, 401, 403},
+    ("post", "/api/v1/integrations/{org}/{provider}/validate"): {200, 400, 401, 403, 404},
+    ("get", "/api/v1/integrations/{org}/{provider}"): {200, 400, 401, 403, 404},
+    ("delete", "/api/v1/integrations/{org}/{provider}"): {200, 400, 401, 403, 404},
 }
 
 
@@ -184,11 +200,11 @@ def test_openapi_document_states_who_may_call_each_operation(onboard_client):
     for path, operations in doc["paths"].items():
         for method, operation in operations.items():
             security = {name for requirement in operation.get("security", []) for name in requirement}
-            if path in ("/health", "/openapi.json"):
+            if path in PUBLIC_ROUTES:
                 assert security == set(), path
             elif path in ROOT_ROUTES:
                 assert security == {"rootKey"}, path
-            elif path.endswith("/api-keys/rotate"):
+            elif path.endswith(("/api-keys/rotate", "/notifications")):
                 assert security == {"rootKey", "apiKey"}, path
             else:
                 assert security == {"apiKey"}, path
@@ -202,7 +218,9 @@ def test_every_documented_operation_is_really_served_and_guarded(onboard_client)
         concrete = path.replace("{org}", "acme").replace("{provider}", "gcp")
         for method in operations:
             response = getattr(onboard_client, method)(concrete)
-            if path in ("/health", "/openapi.json"):
+            if path == "/docs":
+                assert (response.status_code, response.mimetype) == (200, "text/html")
+            elif path in PUBLIC_ROUTES:
                 assert_json(response, 200)
             else:
                 assert_error(response, 401)
@@ -630,7 +648,7 @@ INTEGRATION_CASES = {  # credential kind → provider, (credential, secret withi
     "service-account": (
         "gcp",
         service_account_key_file,
-        {"billing_export_table": "acme-billing-prod.billing.gcp_billing_export_v1_0123AB_456789_ABCDEF"},
+        {"billing_export_table": "local-project.acme.gcp_billing_export_v1_0123ab_456789_abcdef"},
     ),
 }
 
@@ -642,14 +660,22 @@ def test_integration_secret_is_stored_encrypted_and_never_shown(
     provider, make_credential, settings = INTEGRATION_CASES[kind]
     credential, secret = make_credential()
     acme = two_tenants["acme"]
-    response = onboard_client.post(
-        f"/api/v1/integrations/acme/{provider}/setup",
-        headers=acme,
-        json={"credential": credential, "settings": settings},
+    # What the setup's check proves: the key against OpenAI's costs API (the replay server), the export table
+    # in the tenant's dataset.
+    export = load_schema("tenant", "gcp_billing_export_v1").model_copy(
+        update={"name": "gcp_billing_export_v1_0123ab_456789_abcdef"}
     )
+    runtime.warehouse.create_table("acme", export)
+    with ProviderApiServer(openai_key=SECRET) as openai:
+        runtime.settings = runtime.settings.model_copy(update={"openai_api_base": openai.base_url})
+        response = onboard_client.post(
+            f"/api/v1/integrations/acme/{provider}/setup",
+            headers=acme,
+            json={"credential": credential, "settings": settings},
+        )
     body = assert_json(response, 200)
     assert body["org_slug"] == "acme" and body["provider"] == provider
-    assert body["status"] == "ACTIVE" and body["validated"] is True
+    assert body["status"] == "ACTIVE" and body["validated"] is True, body["message"]
     assert secret not in response.get_data(as_text=True)
 
     listing = onboard_client.get("/api/v1/integrations/acme", headers=acme)
@@ -695,7 +721,7 @@ def test_integration_setup_replaces_the_earlier_credential_of_a_provider(
         onboard_client.post(
             "/api/v1/integrations/acme/aws/setup",
             headers=acme,
-            json={"credential": aws, "settings": {"cur_location": "gs://acme-cur/reports"}},
+            json={"credential": aws, "settings": {"cur_location": "/srv/acme-cur/reports"}},
         ),
         200,
     )

@@ -30,6 +30,7 @@ from tests.e2e.support import assert_error, assert_json, runtime_in
 TRIGGER_ROUTES = {
     ("get", "/health"),
     ("get", "/openapi.json"),
+    ("get", "/docs"),
     ("post", "/api/v1/pipelines/run/{org}/{provider}/{domain}/{template}"),
     ("get", "/api/v1/pipelines/runs/{pipeline_logging_id}"),
     ("get", "/api/v1/pipelines/status/{org}/{pipeline_logging_id}"),
@@ -240,9 +241,12 @@ def test_every_documented_trigger_operation_is_really_served_and_guarded(trigger
         concrete = PARAM.sub("x_y", path.replace("{org}", "acme"))
         for method in operations:
             response = getattr(trigger_client, method)(concrete)
-            assert_json(response, 200) if path in ("/health", "/openapi.json") else assert_error(
-                response, 401
-            )
+            if path == "/docs":
+                assert (response.status_code, response.mimetype) == (200, "text/html")
+            elif path in ("/health", "/openapi.json"):
+                assert_json(response, 200)
+            else:
+                assert_error(response, 401)
             assert str(response.status_code) in operations[method]["responses"], (method, path)
 
 

@@ -328,6 +328,7 @@ def test_grants_name_only_deployed_functions(plain: Instance) -> None:
         "kms_encrypters",
         "kms_decrypters",
         "steps_publishers",
+        "schedules_publishers",
         "dataset_creators",
         "tenant_data_members",
     ):
@@ -404,3 +405,17 @@ def test_scheduler_job_publishes_a_dispatch_message(plain: Instance, name: str) 
         == message.model_dump(by_alias=True, exclude_none=True)
     )
     assert target["attributes"] == message.attributes()
+
+
+def test_schedules_topic_publishers_are_the_functions_whose_code_publishes_schedules(plain: Instance) -> None:
+    publishers = set(plain.eval(plain.module.locals["schedules_publishers"]))
+    bulk_routes = {route.group for route in ROUTES if route.path.startswith("/api/v1/admin/runs/bulk")}
+    assert bulk_routes == {"onboard"}, "the bulk route publishes the schedules message"
+    # trigger_schedules: a dispatcher tick's due slots, a fan-out's chunks, a chunk's hand-on
+    assert publishers == bulk_routes | {"trigger_schedules"}
+    # The pubsub module grants roles/pubsub.publisher on the schedules topic to each member it is given.
+    call = re.search(r'module "pubsub" \{(.*?)\n\}', (REPO / "terraform" / "main.tf").read_text(), re.DOTALL)
+    assert call and re.search(
+        r"schedules_publishers\s*=\s*\{\s*for name in local\.schedules_publishers : name => local\.members\[name\]\s*\}",
+        call.group(1),
+    )

@@ -15,7 +15,7 @@ resource "google_storage_bucket_object" "source" {
 }
 
 resource "google_cloudfunctions2_function" "this" {
-  # checkov:skip=CKV_GCP_124: ingress is chosen per deployment: ALLOW_ALL only for the public HTTPS API (onboard, trigger; every route but /health and /openapi.json checks X-CA-Root-Key or X-API-Key), ALLOW_INTERNAL_ONLY for the push targets (tests/terraform checks); the check cannot see the value through the module
+  # checkov:skip=CKV_GCP_124: ingress is chosen per deployment: ALLOW_ALL only for the public HTTPS API (onboard, trigger; every route but /health, /openapi.json and /docs (off in production) checks X-CA-Root-Key or X-API-Key), ALLOW_INTERNAL_ONLY for the push targets (tests/terraform checks); the check cannot see the value through the module
   project     = var.project_id
   location    = var.region
   name        = var.name
