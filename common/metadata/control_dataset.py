@@ -12,7 +12,7 @@ from common.warehouse.sql import table_ref
 CONTROL_TABLES = (
     "org_profiles", "org_subscriptions", "org_api_keys", "org_integration_credentials", "tenant_keysets",
     "org_usage", "org_rate_windows",
-    "org_schedules", "schedule_dispatches", "bulk_runs", "bulk_run_tenants",
+    "org_schedules", "schedule_dispatches", "schedule_dispatch_chunks", "bulk_runs", "bulk_run_tenants",
     "org_notification_settings", "notification_deliveries",
 )  # fmt: skip
 

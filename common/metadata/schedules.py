@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 from common.metadata.control_dataset import control_ref
 from common.runtime import Runtime
-from common.types import as_utc
+from common.types import as_utc, utcnow
 
 SCHEDULES_TABLE = "org_schedules"
 DISPATCHES_TABLE = "schedule_dispatches"
@@ -150,3 +150,50 @@ def release_claims(rt: Runtime, claim_id: str, schedule_ids: list[str]) -> None:
         f"DELETE FROM {_dispatches(rt)} WHERE claim_id = @claim_id AND schedule_id IN UNNEST(@schedule_ids)",
         {"claim_id": claim_id, "schedule_ids": schedule_ids},
     )
+
+
+# -- what each chunk of a dispatched slot did ---------------------------------------------------------------
+
+CHUNKS_TABLE = "schedule_dispatch_chunks"
+CHUNK_COUNTS = ("tenants", "started", "skipped", "refused", "handed_on")
+
+
+def record_chunk(rt: Runtime, row: dict[str, Any], skipped: dict[str, str]) -> None:
+    """Record what one chunk message of a slot did, unless this very message is on record already.
+
+    `row` holds schedule_id, due_at, chunk, message_key, template and the CHUNK_COUNTS; a redelivered
+    message has the same message_key and writes nothing (insert-if-absent, one statement).
+    """
+    table = control_ref(rt, CHUNKS_TABLE)
+    rt.warehouse.execute(
+        f"INSERT INTO {table} (schedule_id, due_at, chunk, message_key, template, tenants, started, skipped,"
+        " refused, handed_on, skipped_tenants, recorded_at)"
+        " SELECT @schedule_id, @due_at, @chunk, @message_key, @template, @tenants, @started, @skipped,"
+        " @refused, @handed_on, @skipped_tenants, @recorded_at"
+        f" FROM UNNEST([1]) WHERE NOT EXISTS (SELECT 1 FROM {table} AS c WHERE c.schedule_id = @schedule_id"
+        " AND c.due_at = @due_at AND c.message_key = @message_key)",
+        row
+        | {
+            "skipped_tenants": json.dumps(skipped, sort_keys=True) if skipped else None,
+            "recorded_at": utcnow(),
+        },
+    )
+
+
+def slot_outcome(rt: Runtime, schedule_id: str, due_at: dt.datetime) -> dict[str, Any]:
+    """A dispatched slot's totals over its chunks, and every tenant it skipped with the reason."""
+    rows = rt.warehouse.query(
+        f"SELECT * FROM {control_ref(rt, CHUNKS_TABLE)} WHERE schedule_id = @schedule_id AND due_at = @due_at",
+        {"schedule_id": schedule_id, "due_at": due_at},
+    )
+    totals = {name: sum(int(r[name]) for r in rows) for name in CHUNK_COUNTS}
+    skipped: dict[str, str] = {}
+    for row in rows:
+        skipped.update(json.loads(row["skipped_tenants"] or "{}"))
+    return {
+        "schedule_id": schedule_id,
+        "due_at": due_at,
+        "chunks": len(rows),
+        **totals,
+        "skipped_tenants": skipped,
+    }

@@ -17,10 +17,13 @@ A message with `only_ready` (platform schedules and bulk runs) starts the templa
 can run it (`common.services.readiness`); the others are counted `skipped`. A chunk of a bulk run records
 what became of each of its tenants (run started, skipped and why, refused and why) in the control dataset in
 one statement (`common.metadata.bulk_runs`), which the bulk's status is read from (`common.services.bulk`).
+A chunk of a scheduled slot adds its counts (started, skipped with each tenant's reason, refused, handed on)
+to the slot's dispatch record (`schedule_dispatch_chunks`, `common.metadata.schedules.slot_outcome`).
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import json
 import logging
@@ -32,8 +35,10 @@ from typing import Any
 from common.bus.messages import ScheduleMessage, StepMessage
 from common.errors import Conflict, ConvergenceError
 from common.metadata import bulk_runs, organizations, runs
+from common.metadata import schedules as schedule_records
 from common.runtime import Runtime
 from common.services import pipelines, readiness
+from common.types import as_utc
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +92,7 @@ def start_chunk(rt: Runtime, message: ScheduleMessage, *, now: Any = time.monoto
         if tenant not in active:
             report.add(tenant, "FAILED", "not_active", error=f"{tenant} is not an active organisation")
     tenants = [t for t in wanted if t in active]
+    skipped: dict[str, str] = {}
     if message.only_ready:
         tenants, skipped = readiness.split_ready(rt, message.template, tenants)
         if skipped:
@@ -105,7 +111,9 @@ def start_chunk(rt: Runtime, message: ScheduleMessage, *, now: Any = time.monoto
         for tenant in tenants:
             report.add(tenant, "FAILED", "refused", error=exc.message)
         report.write(rt)
-        return dict(outcome | Counter(refused=len(tenants)))
+        outcome["refused"] += len(tenants)
+        _record_slot_chunk(rt, message, outcome, skipped)
+        return dict(outcome)
     steps: list[StepMessage] = []
     for tenant, result in started.items():
         if result.error is not None:
@@ -138,7 +146,25 @@ def start_chunk(rt: Runtime, message: ScheduleMessage, *, now: Any = time.monoto
         follow_up = message.model_copy(update={"tenants": rest})
         rt.bus.publish(rt.settings.schedules_topic, follow_up, follow_up.attributes())
         outcome["handed_on"] = len(rest)
+    _record_slot_chunk(rt, message, outcome, skipped)
     return dict(outcome)
+
+
+def _record_slot_chunk(
+    rt: Runtime, message: ScheduleMessage, outcome: Counter[str], skipped: dict[str, str]
+) -> None:
+    """Add to a scheduled slot's dispatch record what this chunk did (bulk runs keep their own record)."""
+    if message.bulk_id or not (message.schedule_id and message.due_at):
+        return
+    assert isinstance(message.tenants, list)
+    key = hashlib.sha256(json.dumps([message.chunk, sorted(message.tenants)]).encode()).hexdigest()[:40]
+    refused = sum(outcome[k] for k in ("refused", "failed", "in_flight", "unknown_tenants"))
+    schedule_records.record_chunk(rt, {
+        "schedule_id": message.schedule_id, "due_at": as_utc(dt.datetime.fromisoformat(message.due_at)),
+        "chunk": message.chunk, "message_key": key, "template": message.template,
+        "tenants": len(message.tenants), "started": outcome["started"] + outcome["already_started"],
+        "skipped": outcome["skipped"], "refused": refused, "handed_on": outcome["handed_on"],
+    }, skipped)  # fmt: skip
 
 
 class BulkReport:

@@ -11,6 +11,7 @@ import pytest
 
 from common.bus.messages import DispatchMessage, ScheduleMessage, encode
 from common.metadata import runs
+from common.metadata import schedules as schedule_records
 from common.metadata.runs import RunRecord
 from common.runtime import Runtime
 from common.services import fanout
@@ -165,6 +166,27 @@ def test_a_platform_schedule_for_every_tenant_starts_only_for_tenants_with_somet
         assert [r.pipeline_id for r in started] == [f"{tenant}-gcp-cost-cost_billing"], tenant
         assert started[0].trigger_by == "scheduler:daily_gcp_costs"
     assert runs_of(runtime, "bare", "schedule") == []
+    record = schedule_records.slot_outcome(
+        runtime, "daily_gcp_costs", dt.datetime(2026, 11, 22, 6, tzinfo=dt.UTC)
+    )
+    assert {k: record[k] for k in ("chunks", "tenants", "started", "skipped", "refused")} == {
+        "chunks": 1, "tenants": 3, "started": 2, "skipped": 1, "refused": 0,
+    }  # fmt: skip
+    assert record["skipped_tenants"] == {"bare": "no gcp integration and no rows in gcp_billing_export_v1"}
+
+
+def test_a_redelivered_slot_chunk_adds_nothing_to_the_dispatch_record(
+    three_kinds: dict[str, dict[str, str]], runtime: Runtime
+) -> None:
+    due = "2026-11-22T06:00:00+00:00"
+    chunk = ScheduleMessage(template="gcp/cost/cost_billing", tenants=["bare", "integrated", "uploaded"],
+                            schedule_id="daily_gcp_costs", due_at=due, chunk=0, only_ready=True)  # fmt: skip
+    for _ in range(2):
+        runtime.bus.publish(runtime.settings.schedules_topic, chunk, chunk.attributes())
+        wait_for_bus(runtime, timeout=120)
+
+    record = schedule_records.slot_outcome(runtime, "daily_gcp_costs", dt.datetime.fromisoformat(due))
+    assert (record["chunks"], record["started"], record["skipped"]) == (1, 2, 1)
 
 
 def test_a_tenants_own_schedule_starts_even_with_nothing_to_read(
