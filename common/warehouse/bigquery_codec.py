@@ -21,10 +21,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from google.cloud import bigquery
 
-from common.errors import BadRequest
+from common.errors import BadRequest, ConfigurationError
 from common.warehouse.base import INTERNAL_PREFIX
 from common.warehouse.bigquery_ddl import standard_type
-from common.warehouse.schema import SchemaField, TableSchema
+from common.warehouse.schema import SchemaField, TableSchema, type_of_arrow
 from common.warehouse.sql import quote_identifier
 
 # INTERNAL_PREFIX is the port's; the adapter's modules take it from here with the rest.
@@ -179,24 +179,6 @@ def arrow_column_type(kind: pa.DataType, name: str) -> str:
     """The GoogleSQL type a column of Arrow data gets in a table created from that data."""
     if pa.types.is_dictionary(kind):
         return arrow_column_type(kind.value_type, name)
-    if pa.types.is_boolean(kind):
-        return "BOOL"
-    if pa.types.is_integer(kind):
-        return "INT64"
-    if pa.types.is_floating(kind):
-        return "FLOAT64"
-    if pa.types.is_decimal(kind):
-        return "NUMERIC" if kind.scale <= 9 and kind.precision - kind.scale <= 29 else "BIGNUMERIC"
-    if pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_null(kind):
-        return "STRING"
-    if pa.types.is_binary(kind) or pa.types.is_large_binary(kind) or pa.types.is_fixed_size_binary(kind):
-        return "BYTES"
-    if pa.types.is_date(kind):
-        return "DATE"
-    if pa.types.is_timestamp(kind):
-        return "TIMESTAMP" if kind.tz else "DATETIME"
-    if pa.types.is_time(kind):
-        return "TIME"
     if pa.types.is_struct(kind):
         inner = ", ".join(
             f"{quote_identifier(kind.field(i).name)} {arrow_column_type(kind.field(i).type, name)}"
@@ -207,21 +189,20 @@ def arrow_column_type(kind: pa.DataType, name: str) -> str:
         if pa.types.is_list(kind.value_type) or pa.types.is_large_list(kind.value_type):
             raise BadRequest(f"column {name}: BigQuery has no arrays of arrays", code="schema_mismatch")
         return f"ARRAY<{arrow_column_type(kind.value_type, name)}>"
-    raise BadRequest(f"column {name}: Arrow type {kind} has no BigQuery counterpart", code="schema_mismatch")
+    try:
+        return type_of_arrow(kind, name)
+    except ConfigurationError:
+        raise BadRequest(
+            f"column {name}: Arrow type {kind} has no BigQuery counterpart", code="schema_mismatch"
+        ) from None
 
 
 def _arrow_type(field: bigquery.SchemaField) -> pa.DataType:
-    kind = standard_type(field.field_type)
-    if kind == "STRUCT":
-        base: pa.DataType = pa.struct([pa.field(child.name, _arrow_type(child)) for child in field.fields])
-    else:
-        base = {
-            "STRING": pa.string(), "INT64": pa.int64(), "FLOAT64": pa.float64(), "BOOL": pa.bool_(),
-            "NUMERIC": pa.decimal128(38, 9), "BIGNUMERIC": pa.decimal256(76, 38), "DATE": pa.date32(),
-            "TIMESTAMP": pa.timestamp("us", tz="UTC"), "DATETIME": pa.timestamp("us"), "TIME": pa.time64("us"),
-            "BYTES": pa.binary(),
-        }.get(kind, pa.string())  # fmt: skip
-    return pa.list_(base) if field.mode == "REPEATED" else base
+    """The Arrow type of a BigQuery column's values; text for a type loads cannot carry (GEOGRAPHY, ...)."""
+    try:
+        return _definition(field).arrow_type()
+    except (ConfigurationError, KeyError, ValueError):
+        return pa.string()
 
 
 def plain_arrow(data: pa.Table) -> pa.Table:

@@ -79,10 +79,10 @@ _ARROW_TYPES: dict[str, pa.DataType] = {
 }  # fmt: skip
 
 
-def _type_of_arrow(kind: pa.DataType, column: str) -> str:
+def type_of_arrow(kind: pa.DataType, column: str) -> str:
     """The BigQuery type of one Arrow value type (not a list), as a table created from such data has it."""
     if pa.types.is_dictionary(kind):
-        return _type_of_arrow(kind.value_type, column)
+        return type_of_arrow(kind.value_type, column)
     if pa.types.is_boolean(kind):
         return "BOOL"
     if pa.types.is_integer(kind):
@@ -118,7 +118,7 @@ def field_from_arrow(
         if pa.types.is_list(kind.value_type) or pa.types.is_large_list(kind.value_type):
             raise ConfigurationError(f"column {name} is a list of lists, which BigQuery has no type for")
         kind, mode = kind.value_type, "REPEATED"
-    base = "JSON" if json else _type_of_arrow(kind, name)
+    base = "JSON" if json else type_of_arrow(kind, name)
     children = (
         [field_from_arrow(kind.field(i).name, kind.field(i).type) for i in range(kind.num_fields)]
         if base == "STRUCT"
