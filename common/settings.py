@@ -20,7 +20,9 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="", case_sensitive=False, extra="ignore", frozen=True)
 
-    convergence_home: Path = Field(Path("./.convergence"), description="Embedded state: DuckDB file, keyset, outbox.")
+    convergence_home: Path = Field(
+        Path("./.convergence"), description="Embedded state: DuckDB file, keyset, outbox."
+    )
     convergence_warehouse: Literal["duckdb", "bigquery"] = Field("duckdb", description="Warehouse adapter.")
     convergence_bus: Literal["local", "pubsub"] = Field("local", description="Message bus adapter.")
     convergence_keyring: Literal["local", "gcp-kms"] = Field("local", description="Keyring adapter.")
@@ -33,7 +35,9 @@ class Settings(BaseSettings):
     gcp_kms_key_name: str | None = Field(
         None, description="The described system's name for KMS_KEY_NAME, used when KMS_KEY_NAME is unset."
     )
-    kms_project_id: str | None = Field(None, description="With KMS_LOCATION, KMS_KEYRING, KMS_KEY: the KMS key.")
+    kms_project_id: str | None = Field(
+        None, description="With KMS_LOCATION, KMS_KEYRING, KMS_KEY: the KMS key."
+    )
     kms_location: str | None = Field(None, description="Location of the KMS key ring (with KMS_PROJECT_ID).")
     kms_keyring: str | None = Field(None, description="KMS key ring (with KMS_PROJECT_ID).")
     kms_key: str | None = Field(None, description="KMS crypto key (with KMS_PROJECT_ID).")
@@ -49,7 +53,9 @@ class Settings(BaseSettings):
     schedules_topic: str = Field("convergence-schedules", description="Topic of scheduled and bulk runs.")
     dead_letter_topic: str = Field("convergence-steps-dlq", description="Dead-letter topic of step messages.")
 
-    max_request_bytes: int = Field(32 * 1024 * 1024, gt=0, description="Largest accepted request body (413 above).")
+    max_request_bytes: int = Field(
+        32 * 1024 * 1024, gt=0, description="Largest accepted request body (413 above)."
+    )
     max_json_bytes: int = Field(1024 * 1024, gt=0, description="Largest accepted JSON body (413 above).")
     api_key_cache_size: int = Field(10_000, gt=0, description="API keys remembered per instance.")
     api_key_cache_ttl_seconds: float = Field(
@@ -66,10 +72,14 @@ class Settings(BaseSettings):
         "https://api.openai.com", pattern=r"^https?://[^\s/]+(/[^\s]*)?$", description="OpenAI API origin."
     )
     anthropic_api_base: str = Field(
-        "https://api.anthropic.com", pattern=r"^https?://[^\s/]+(/[^\s]*)?$", description="Anthropic API origin."
+        "https://api.anthropic.com",
+        pattern=r"^https?://[^\s/]+(/[^\s]*)?$",
+        description="Anthropic API origin.",
     )
     http_timeout_seconds: float = Field(30.0, gt=0, description="Timeout of one provider API request.")
-    http_max_attempts: int = Field(6, ge=1, le=20, description="Attempts of a provider API request on 429/5xx.")
+    http_max_attempts: int = Field(
+        6, ge=1, le=20, description="Attempts of a provider API request on 429/5xx."
+    )
     http_backoff_seconds: float = Field(1.0, ge=0, description="First backoff between provider API attempts.")
     file_source_roots: str | None = Field(
         None,
@@ -78,26 +88,44 @@ class Settings(BaseSettings):
         " so a tenant can read neither the server's files nor another tenant's.",
     )
     focus_validator_bin: str | None = Field(
-        None, description="focus-validator program (FOCUS conformance); .venv-focus/bin/focus-validator when unset."
+        None,
+        description="focus-validator program (FOCUS conformance); .venv-focus/bin/focus-validator when unset.",
     )
     fanout_chunk_size: int = Field(
-        500, ge=1, le=5000, description="Tenants per second-level schedules message of a fan-out (stays << 512 KB)."
+        500,
+        ge=1,
+        le=5000,
+        description="Tenants per second-level schedules message of a fan-out (stays << 512 KB).",
     )
     fanout_time_budget_seconds: float = Field(
-        420.0, gt=0, le=520, description="A chunk still starting runs after this hands its remaining tenants on."
+        420.0,
+        gt=0,
+        le=520,
+        description="A chunk still starting runs after this hands its remaining tenants on.",
     )
     rate_limit_per_minute: int = Field(
-        50, ge=1, description="Requests per tenant and minute on the pipeline routes (429 with Retry-After above)."
+        50,
+        ge=1,
+        description="Write requests (every method but GET) per tenant and minute (429 with Retry-After above).",
     )
-    scheduler_location: str = Field("us-central1", description="Region of the Cloud Scheduler dispatcher jobs.")
+    read_rate_limit_per_minute: int = Field(
+        1000,
+        ge=1,
+        description="Read requests (GET) per tenant and minute, per instance; separate from the writes.",
+    )
+    scheduler_location: str = Field(
+        "us-central1", description="Region of the Cloud Scheduler dispatcher jobs."
+    )
     cloud_scheduler_endpoint: str | None = Field(
-        None, description="Cloud Scheduler API endpoint override (a local stand-in in tests); Google's when unset."
+        None,
+        description="Cloud Scheduler API endpoint override (a local stand-in in tests); Google's when unset.",
     )
     dispatcher_interval_seconds: float = Field(
         60.0, gt=0, description="Embedded mode: how often `convergence serve` ticks the local dispatcher."
     )
     storage_emulator_host: str | None = Field(
-        None, description="Cloud Storage emulator endpoint, read by the Storage client itself (gs:// sources)."
+        None,
+        description="Cloud Storage emulator endpoint, read by the Storage client itself (gs:// sources).",
     )
 
     @field_validator("ca_root_api_key")

@@ -44,7 +44,8 @@ Group = Literal["onboard", "trigger", "both"]  # the function serving a route; `
 Handler = Callable[..., tuple[int, Any]]
 QueryParser = Callable[[Iterable[tuple[str, list[str]]]], BaseModel]
 JSON = "application/json"
-METHOD_NOT_ALLOWED = 405  # answered by the plumbing on every path, for a method the path does not have
+METHOD_NOT_ALLOWED = 405
+RATE_LIMITED = 429  # answered to a tenant over its read or write limit (common.services.rate_limits)  # answered by the plumbing on every path, for a method the path does not have
 
 
 @dataclass(frozen=True, eq=False)
@@ -72,7 +73,6 @@ class Route:
     # Replaces the plumbing's parse for a query with rules beyond its model (defaults across fields).
     query_parser: QueryParser | None = None
     headers: Mapping[str, str] = field(default_factory=dict)  # optional request headers → what they do
-    rate_limited: bool = False  # counted against the tenant's RATE_LIMIT_PER_MINUTE once authenticated
     # The media type of the success answers: JSON, or a page (its model a RootModel[str] of the text).
     media_type: str = "application/json"
 
@@ -90,9 +90,15 @@ class Route:
             raise ValueError(f"{where}: a query_parser needs the query model it parses into")
 
     @property
+    def rate_limited(self) -> bool:
+        """Whether a tenant's key reaches it: then each call counts against the tenant's read or write limit."""
+        return self.auth in ("tenant", "root_or_tenant")
+
+    @property
     def error_statuses(self) -> tuple[int, ...]:
-        """Every error status the route may answer, the plumbing's 405 included, in order."""
-        return tuple(sorted({*self.errors, METHOD_NOT_ALLOWED}))
+        """Every error status the route may answer, the plumbing's 405 (and 429 where rate-limited) included."""
+        limited = {RATE_LIMITED} if self.rate_limited else set()
+        return tuple(sorted({*self.errors, METHOD_NOT_ALLOWED, *limited}))
 
     @property
     def statuses(self) -> tuple[int, ...]:
@@ -251,8 +257,9 @@ def dispatch(
         route = routes[index]
         ctx = RequestContext(request=request, runtime_provider=runtime, route=route, routes=routes)
         _authenticate(ctx, route, args.get("org"))
-        limited = route.rate_limited and ctx.org is not None
-        with rate_limits.counted(ctx.runtime, ctx.org) if limited else nullcontext():  # type: ignore[arg-type]
+        limited = route.rate_limited and ctx.org is not None and not ctx.is_root
+        kind = rate_limits.kind_of(request.method)
+        with rate_limits.counted(ctx.runtime, ctx.org, kind) if limited else nullcontext():  # type: ignore[arg-type]
             ctx.query = route.parse_query(request.args)
             status, body = route.handler(ctx, **args)
         if route.media_type != JSON and status in route.responses:

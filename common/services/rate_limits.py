@@ -1,4 +1,10 @@
-"""Per-tenant rate limit of the pipeline routes: RATE_LIMIT_PER_MINUTE (default 50) requests per UTC minute.
+"""Per-tenant rate limits of the routes a tenant's key calls, per UTC minute: writes (run triggers, uploads,
+integration and settings changes: every method but GET) RATE_LIMIT_PER_MINUTE (default 50); reads (run status,
+lists, data pages) a separate, generous READ_RATE_LIMIT_PER_MINUTE (default 1,000), so polling a run never
+uses up the writes of a minute, and a runaway poller is still stopped.
+
+The read limit is counted in each instance alone (it guards an instance against one tenant's flood; N instances
+admit at most N x the limit). The write limit, the one that guards the warehouse and the bus, is the one below.
 
 Windows are fixed UTC minutes. A tenant's request is admitted while the requests admitted for it in the
 current minute are fewer than the limit; the next one is refused with 429 `rate_limited` and Retry-After =
@@ -15,8 +21,10 @@ time. So each instance counts in memory and, at most every SYNC_INTERVAL_SECONDS
 serves pipeline requests, appends what it admitted since the last sync to `org_rate_windows` (one INSERT of
 a row per tenant and minute) and reads the other instances' totals of the current minute (one query). A
 request is admitted while `this instance's count + the others' totals as last read` is below the limit. The
-sync runs in a background thread: a request never waits for the warehouse, and a failed sync is logged and
-retried with the next one (the instance then limits on its own counts alone).
+sync runs inside the request that is due for it (at most one request per instance every 10 s pays one INSERT
+and one query; the others never wait for the warehouse), because Cloud Functions gen2 gives an instance CPU
+only while it serves requests. A failed sync is logged and retried with the next one (the instance then
+limits on its own counts alone).
 
 The bound this gives: in one minute, every instance admits at most `limit` requests of a tenant by its own
 count, so N instances admit at most **N x limit** in the worst case (all of them bursting in the same
@@ -83,14 +91,13 @@ class WarehouseWindows:
         rate_windows.delete_before(self.rt, moment)
 
 
-def _in_background(work: Callable[[], None]) -> None:
-    def run() -> None:
-        try:
-            work()
-        except Exception:  # a sync must never take the instance down; the next one tries again
-            log.exception("rate-limit sync failed")
-
-    threading.Thread(target=run, name="rate-limit-sync", daemon=True).start()
+def _in_request(work: Callable[[], None]) -> None:
+    # Inside the request that is due for it: Cloud Functions gen2 gives an instance CPU only while it serves
+    # a request, so bookkeeping left to a background thread would stall between requests.
+    try:
+        work()
+    except Exception:  # a sync must never fail the request; the next one tries again
+        log.exception("rate-limit sync failed")
 
 
 class RateLimiter:
@@ -100,14 +107,16 @@ class RateLimiter:
         self,
         limit: int,
         *,
+        kind: str = "write",
         now: Clock = time.time,
         store: WarehouseWindows | None = None,
         sync_interval: float = SYNC_INTERVAL_SECONDS,
-        run_sync: Runner = _in_background,
+        run_sync: Runner = _in_request,
     ) -> None:
         if limit < 1:
             raise ValueError("limit must be at least 1")
         self.limit = limit
+        self.kind = kind
         self._now = now
         self._store = store
         self._sync_interval = sync_interval
@@ -146,11 +155,10 @@ class RateLimiter:
             used = self._local[tenant] + self._others.get(tenant, 0)
             if used >= self.limit:
                 retry_after = max(1, math.ceil((window + 1) * WINDOW_SECONDS - now))
+                setting = "rate_limit_per_minute" if self.kind == "write" else "read_rate_limit_per_minute"
                 raise RateLimited(
-                    f"{tenant} may make {self.limit} requests per minute to the pipeline routes;"
-                    f" try again in {retry_after} s",
-                    code="rate_limited", retry_after=retry_after,
-                    limit="rate_limit_per_minute", limit_value=self.limit,
+                    f"{tenant} may make {self.limit} {self.kind} requests per minute; try again in {retry_after} s",
+                    code="rate_limited", retry_after=retry_after, limit=setting, limit_value=self.limit,
                 )  # fmt: skip
             self._local[tenant] += 1
             if self._store is None:
@@ -236,32 +244,41 @@ class RateLimiter:
 _create_lock = threading.Lock()
 
 
-def limiter_for(rt: Runtime) -> RateLimiter:
-    """This instance's limiter: in-process for DuckDB, shared through the warehouse for BigQuery."""
-    limiter = rt.caches.get(CACHE_KEY)
+def limiter_for(rt: Runtime, kind: str = "write") -> RateLimiter:
+    """This instance's limiter of `kind`: writes shared through the warehouse on BigQuery, reads per instance."""
+    key = f"{CACHE_KEY}:{kind}"
+    limiter = rt.caches.get(key)
     if limiter is None:
         with _create_lock:
-            limiter = rt.caches.get(CACHE_KEY)
+            limiter = rt.caches.get(key)
             if limiter is None:
-                store = WarehouseWindows(rt) if rt.warehouse.name == "bigquery" else None
-                limiter = RateLimiter(rt.settings.rate_limit_per_minute, store=store)
-                rt.caches[CACHE_KEY] = limiter
+                if kind == "write":
+                    store = WarehouseWindows(rt) if rt.warehouse.name == "bigquery" else None
+                    limiter = RateLimiter(rt.settings.rate_limit_per_minute, store=store)
+                else:
+                    limiter = RateLimiter(rt.settings.read_rate_limit_per_minute, kind="read")
+                rt.caches[key] = limiter
     return limiter
 
 
 def install(rt: Runtime, limiter: RateLimiter) -> None:
-    """Use `limiter` for this runtime (e.g. one with another clock)."""
-    rt.caches[CACHE_KEY] = limiter
+    """Use `limiter` for this runtime's requests of its kind (e.g. one with another clock)."""
+    rt.caches[f"{CACHE_KEY}:{limiter.kind}"] = limiter
+
+
+def kind_of(method: str) -> str:
+    """Which limit a request counts against: GET and HEAD read, every other method writes."""
+    return "read" if method.upper() in ("GET", "HEAD") else "write"
 
 
 @contextmanager
-def counted(rt: Runtime, tenant: str) -> Iterator[None]:
-    """Count one pipeline-route request of `tenant` around its handling; 429 `rate_limited` when over.
+def counted(rt: Runtime, tenant: str, kind: str = "write") -> Iterator[None]:
+    """Count one request of `tenant` around its handling; 429 `rate_limited` when over.
 
     A request refused as invalid input (NOT_COUNTED statuses) is uncounted again: it cost the platform no
     warehouse or bus work, and a client correcting its request should not find its minute spent on it.
     """
-    limiter = limiter_for(rt)
+    limiter = limiter_for(rt, kind)
     window = limiter.check(tenant)
     try:
         yield

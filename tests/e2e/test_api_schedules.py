@@ -23,6 +23,7 @@ from common.bus.local import LocalBus
 from common.bus.messages import PUBSUB_EVENT_TYPE, DeadMessage, ScheduleMessage, decode_event
 from common.errors import ConfigurationError, DependencyUnavailable
 from common.runtime import Runtime
+from common.services import rate_limits
 from common.services.dispatcher import dispatch_due
 from common.services.tenant_schedules import MAX_SCHEDULES_PER_TENANT
 from common.warehouse.bigquery import BigQueryWarehouse
@@ -228,7 +229,8 @@ def test_a_second_schedule_with_the_same_name_is_409_but_another_tenant_may_use_
     assert len(assert_json(trigger_client.get(path("acme"), headers=tenants["acme"]), 200)["schedules"]) == 1
 
 
-def test_a_tenant_may_have_at_most_50_schedules(trigger_client, tenants, create):
+def test_a_tenant_may_have_at_most_50_schedules(runtime, trigger_client, tenants, create):
+    rate_limits.install(runtime, rate_limits.RateLimiter(1000))  # 51 creations in a minute: past the write limit
     for minute in range(MAX_SCHEDULES_PER_TENANT):
         create(cron=f"{minute} 3 * * *")
     response = trigger_client.post(

@@ -397,26 +397,54 @@ def clock(runtime: Runtime) -> Clock:
     return clock
 
 
-def test_51st_pipeline_request_in_a_minute_is_429_until_the_next_minute(clock, trigger_client, onboard_plan):
+def upload(client: Any, headers: dict[str, str], org: str) -> Any:
+    """A small write: three rows appended to a scratch table."""
+    return client.post(f"/api/v1/data/{org}/uploads/scratch", headers=headers, data=b"sku,amount\nvm,1.5\n",
+                       content_type="text/csv")  # fmt: skip
+
+
+def test_51st_write_in_a_minute_is_429_until_the_next_minute_while_reads_go_on(
+    clock, trigger_client, onboard_plan
+):
     acme, globex = onboard_plan("acme"), onboard_plan("globex")
     for _ in range(50):
-        assert_json(trigger_client.get(TEMPLATES, headers=acme), 200)
-    response = trigger_client.get("/api/v1/pipelines/runs", headers=acme)
+        assert_json(upload(trigger_client, acme, "acme"), 201)
+    response = upload(trigger_client, acme, "acme")
     body = assert_error(response, 429, "rate_limited")
-    assert "50 requests per minute" in body["message"]
+    assert "50 write requests per minute" in body["message"]
     assert retry_after(response) == 45
-    assert_error(start(trigger_client, acme, "acme"), 429, "rate_limited")
-    assert_json(trigger_client.get(TEMPLATES, headers=globex), 200)
-    assert_json(trigger_client.get("/api/v1/data/acme/tables", headers=acme), 200)
+    assert_error(start(trigger_client, acme, "acme"), 429, "rate_limited")  # a run trigger is a write too
+    for path in (TEMPLATES, "/api/v1/pipelines/runs", "/api/v1/data/acme/tables"):
+        assert_json(trigger_client.get(path, headers=acme), 200)  # reads have a limit of their own
+    assert_json(upload(trigger_client, globex, "globex"), 201)
 
     clock.now += 44
-    late = trigger_client.get(TEMPLATES, headers=acme)
+    late = upload(trigger_client, acme, "acme")
     assert_error(late, 429, "rate_limited")
     assert retry_after(late) == 1
     clock.now += 1
     for _ in range(50):
-        assert_json(trigger_client.get(TEMPLATES, headers=acme), 200)
-    assert_error(trigger_client.get(TEMPLATES, headers=acme), 429, "rate_limited")
+        assert_json(upload(trigger_client, acme, "acme"), 201)
+    assert_error(upload(trigger_client, acme, "acme"), 429, "rate_limited")
+
+
+def test_polling_reads_never_use_up_the_writes_and_have_a_generous_limit_of_their_own(
+    monkeypatch, runtime, trigger_client, onboard_plan
+):
+    acme = onboard_plan("acme")
+    assert runtime.settings.read_rate_limit_per_minute == 1000
+    monkeypatch.setenv("READ_RATE_LIMIT_PER_MINUTE", "60")
+    reset_settings()
+    runtime.close()
+    set_runtime(build_runtime(get_settings()))
+    run_id = assert_json(start(trigger_client, acme, "acme"), 202)["pipeline_logging_id"]
+    for _ in range(60):
+        assert_json(trigger_client.get(f"/api/v1/pipelines/runs/{run_id}", headers=acme), 200)
+    body = assert_error(
+        trigger_client.get(f"/api/v1/pipelines/runs/{run_id}", headers=acme), 429, "rate_limited"
+    )
+    assert "60 read requests per minute" in body["message"] and body["limit"] == "read_rate_limit_per_minute"
+    assert_json(upload(trigger_client, acme, "acme"), 201)  # writes are counted apart from reads
 
 
 def test_rate_limit_follows_the_setting(monkeypatch, runtime, trigger_client, onboard_plan):
@@ -426,20 +454,18 @@ def test_rate_limit_follows_the_setting(monkeypatch, runtime, trigger_client, on
     runtime.close()
     set_runtime(build_runtime(get_settings()))  # the same embedded platform, started with the new setting
     for _ in range(3):
-        assert_json(trigger_client.get(TEMPLATES, headers=acme), 200)
-    assert (
-        "3 requests per minute" in assert_error(trigger_client.get(TEMPLATES, headers=acme), 429)["message"]
-    )
+        assert_json(upload(trigger_client, acme, "acme"), 201)
+    refused = assert_error(upload(trigger_client, acme, "acme"), 429)
+    assert "3 write requests per minute" in refused["message"]
 
 
 def test_requests_refused_as_bad_input_do_not_use_up_the_minute(clock, trigger_client, onboard_plan):
     acme = onboard_plan("acme")
     for _ in range(60):
         assert_error(start(trigger_client, acme, "acme", date="not-a-date"), 400)
-    assert_error(trigger_client.get(f"/api/v1/pipelines/runs/{uuid.uuid4()}", headers=acme), 404)
-    for _ in range(49):
-        assert_json(trigger_client.get(TEMPLATES, headers=acme), 200)
-    assert_error(trigger_client.get(TEMPLATES, headers=acme), 429, "rate_limited")
+    for _ in range(50):
+        assert_json(upload(trigger_client, acme, "acme"), 201)
+    assert_error(upload(trigger_client, acme, "acme"), 429, "rate_limited")
 
 
 # -- BigQuery --------------------------------------------------------------------------------------

@@ -72,7 +72,7 @@ def test_the_request_after_the_limit_is_refused_until_the_next_minute():
         limiter.check("acme")
     assert refused.value.code == "rate_limited"
     assert refused.value.details["retry_after"] == 40
-    assert "50 requests per minute" in refused.value.message
+    assert "50 write requests per minute" in refused.value.message
     clock.now = MINUTE + 59.9
     assert admitted(limiter, "acme", 1) == 0
     clock.now = MINUTE + 60
@@ -188,3 +188,23 @@ def test_windows_older_than_two_days_are_deleted(shared_runtime):
     admitted(fresh, "acme", 1)
     rows = shared_runtime.warehouse.query(f"SELECT window_start, hits FROM {table}")
     assert rows == [{"window_start": dt.datetime.fromtimestamp(later.now, dt.UTC), "hits": 1}]
+
+
+def test_by_default_the_shared_bookkeeping_is_done_inside_the_request_due_for_it(shared_runtime):
+    """No background thread (Cloud Functions gives an instance CPU only while it serves a request): the
+    request that is due for a sync has appended its counts by the time it is admitted; the next ones in the
+    same 10 s do no warehouse work at all."""
+    clock = Clock(MINUTE + 1)
+    threads_before = threading.active_count()
+    first = RateLimiter(50, now=clock, store=WarehouseWindows(shared_runtime))
+    first.check("acme")
+    assert threading.active_count() == threads_before
+    table = table_ref(shared_runtime.settings.control_dataset, "org_rate_windows")
+    total = f"SELECT COALESCE(SUM(hits), 0) AS n FROM {table}"
+    assert shared_runtime.warehouse.query(total)[0]["n"] == 1
+    clock.now += 5
+    assert admitted(first, "acme", 4) == 4
+    assert shared_runtime.warehouse.query(total)[0]["n"] == 1  # inside the 10 s: nothing written
+    clock.now += 5
+    first.check("acme")
+    assert shared_runtime.warehouse.query(total)[0]["n"] == 6
