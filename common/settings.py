@@ -26,6 +26,15 @@ class Settings(BaseSettings):
     convergence_warehouse: Literal["duckdb", "bigquery"] = Field("duckdb", description="Warehouse adapter.")
     convergence_bus: Literal["local", "pubsub"] = Field("local", description="Message bus adapter.")
     convergence_keyring: Literal["local", "gcp-kms"] = Field("local", description="Keyring adapter.")
+    convergence_claims: Literal["local", "gcs"] = Field(
+        "local", description="Claims adapter: files under CONVERGENCE_HOME, or a Cloud Storage bucket."
+    )
+    claims_bucket: str | None = Field(None, description="Cloud Storage bucket of claims (CONVERGENCE_CLAIMS=gcs).")
+    claims_storage_emulator_host: str | None = Field(
+        None,
+        description="Cloud Storage emulator of claims (one that honours generation preconditions); "
+        "STORAGE_EMULATOR_HOST when unset.",
+    )
     ca_root_api_key: SecretStr | None = Field(None, description="Root key for admin routes.")
     gcp_project_id: str = Field("local-project", description="Project of datasets and topics.")
     bigquery_location: str = Field("US", description="Dataset location.")
@@ -152,6 +161,10 @@ class Settings(BaseSettings):
         return self.convergence_home / "warehouse.duckdb"
 
     @property
+    def claims_path(self) -> Path:
+        return self.convergence_home / "claims"
+
+    @property
     def keyset_path(self) -> Path:
         return self.convergence_home / "keyset.json"
 
@@ -182,6 +195,8 @@ def load_settings() -> Settings:
     settings = settings.model_copy(update={"kms_key_name": _kms_key_name(settings)})
     if settings.convergence_keyring == "gcp-kms" and not settings.kms_key_name:
         raise ConfigurationError("KMS_KEY_NAME: required when CONVERGENCE_KEYRING=gcp-kms")
+    if settings.convergence_claims == "gcs" and not settings.claims_bucket:
+        raise ConfigurationError("CLAIMS_BUCKET: required when CONVERGENCE_CLAIMS=gcs")
     _refuse_unsafe_production(settings)
     return settings
 
@@ -230,6 +245,7 @@ def _refuse_unsafe_production(settings: Settings) -> None:
         ("CONVERGENCE_WAREHOUSE", settings.convergence_warehouse, "duckdb"),
         ("CONVERGENCE_BUS", settings.convergence_bus, "local"),
         ("CONVERGENCE_KEYRING", settings.convergence_keyring, "local"),
+        ("CONVERGENCE_CLAIMS", settings.convergence_claims, "local"),
     ):
         if value == embedded:
             raise ConfigurationError(f"{variable}: {embedded} is the embedded default, refused in production")

@@ -17,6 +17,7 @@ from common.api import events
 from common.api.app import create_wsgi_app, http_handler
 from common.bus.base import Bus
 from common.bus.topology import declare_topology
+from common.claims.base import Claims
 from common.crypto.keyring import Keyring
 from common.errors import ConfigurationError
 from common.runtime import Runtime
@@ -50,6 +51,18 @@ def build_keyring(settings: Settings, warehouse: Warehouse) -> Keyring:
     return GcpKmsKeyring(settings.kms_key_name, WarehouseKeysetStore(warehouse, settings.control_dataset))
 
 
+def build_claims(settings: Settings) -> Claims:
+    if settings.convergence_claims == "local":
+        from common.claims.local import LocalClaims
+
+        return LocalClaims(settings.claims_path)
+    from common.claims.gcs import GcsClaims, storage_client
+
+    emulator = settings.claims_storage_emulator_host or settings.storage_emulator_host
+    assert settings.claims_bucket is not None  # load_settings refuses gcs claims without a bucket
+    return GcsClaims(storage_client(settings.gcp_project_id, emulator), settings.claims_bucket)
+
+
 def build_local_bus(settings: Settings, **options: object) -> Bus:
     """A local bus wired as common.bus.topology declares: each subscription pushes to its entry point below."""
     from common.bus.local import LocalBus
@@ -77,7 +90,8 @@ def build_runtime(settings: Settings | None = None) -> Runtime:
     """Adapters for the configured mode."""
     settings = settings or get_settings()
     warehouse = build_warehouse(settings)
-    return Runtime(settings, warehouse, build_bus(settings), build_keyring(settings, warehouse))
+    return Runtime(settings, warehouse, build_bus(settings), build_keyring(settings, warehouse),
+                   build_claims(settings))  # fmt: skip
 
 
 _runtime: Runtime | None = None

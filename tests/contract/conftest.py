@@ -1,7 +1,8 @@
 """Adapter factories for the contract suites: one suite per port, run against every adapter listed here.
 
 To add an adapter (BigQuery via bqemulator, Pub/Sub emulator, Cloud KMS), add a module
-`tests/contract/adapters_<name>.py` defining any of WAREHOUSE_FACTORIES, BUS_FACTORIES, KEYRING_FACTORIES;
+`tests/contract/adapters_<name>.py` defining any of WAREHOUSE_FACTORIES, BUS_FACTORIES, KEYRING_FACTORIES,
+CLAIMS_FACTORIES;
 they are merged into the tables below. A factory receives the pytest request (to reach session fixtures
 such as a running emulator) and, for warehouses and keyrings, the test's tmp_path. The suites use only the port's public methods; the bus suite also needs a `BusHarness`, which knows
 how to subscribe a handler to a topic and wait until every delivery is settled.
@@ -20,6 +21,8 @@ import pytest
 
 from common.bus.base import Bus
 from common.bus.local import LocalBus
+from common.claims.base import Claims
+from common.claims.local import LocalClaims
 from common.crypto.keyring import Keyring
 from common.crypto.local import LocalKeyring
 from common.warehouse.base import Warehouse
@@ -107,6 +110,19 @@ def make_local_keyring(request: pytest.FixtureRequest, tmp_path: Path) -> Keyrin
 KEYRING_FACTORIES: dict[str, Callable[[pytest.FixtureRequest, Path], Keyring]] = {"local": make_local_keyring}
 
 
+# -- claims -----------------------------------------------------------------------------------------------
+
+#: A new instance's Claims over the one store of a test (each call: another instance, its own client).
+ClaimsMaker = Callable[..., Claims]
+
+
+def make_local_claims(request: pytest.FixtureRequest, tmp_path: Path) -> ClaimsMaker:
+    return lambda **options: LocalClaims(tmp_path / "claims", **options)
+
+
+CLAIMS_FACTORIES: dict[str, Callable[[pytest.FixtureRequest, Path], ClaimsMaker]] = {"local": make_local_claims}
+
+
 def _merge_adapter_modules() -> None:
     """Fold tests/contract/adapters_*.py into the factory tables."""
     for path in sorted(Path(__file__).parent.glob("adapters_*.py")):
@@ -114,6 +130,7 @@ def _merge_adapter_modules() -> None:
         WAREHOUSE_FACTORIES.update(getattr(module, "WAREHOUSE_FACTORIES", {}))
         BUS_FACTORIES.update(getattr(module, "BUS_FACTORIES", {}))
         KEYRING_FACTORIES.update(getattr(module, "KEYRING_FACTORIES", {}))
+        CLAIMS_FACTORIES.update(getattr(module, "CLAIMS_FACTORIES", {}))
 
 
 _merge_adapter_modules()
@@ -153,3 +170,18 @@ def duplicating_bus_harness(request: pytest.FixtureRequest) -> Iterator[BusHarne
 @pytest.fixture(params=sorted(KEYRING_FACTORIES), ids=str)
 def keyring(request: pytest.FixtureRequest, tmp_path: Path) -> Keyring:
     return KEYRING_FACTORIES[request.param](request, tmp_path)
+
+
+@pytest.fixture(params=sorted(CLAIMS_FACTORIES), ids=str)
+def claims_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ClaimsMaker]:
+    """Makes Claims instances over one store; every instance made is closed after the test."""
+    made: list[Claims] = []
+    factory = CLAIMS_FACTORIES[request.param](request, tmp_path)
+
+    def make(**options: Any) -> Claims:
+        made.append(factory(**options))
+        return made[-1]
+
+    yield make
+    for claims in made:
+        claims.close()
