@@ -112,6 +112,12 @@ class Settings(BaseSettings):
         le=520,
         description="A chunk still starting runs after this hands its remaining tenants on.",
     )
+    step_lease_seconds: float = Field(
+        600.0,
+        gt=0,
+        description="How long a step execution holds its run across instances; a step whose instance died"
+        " is taken over by the next delivery after this. Keep it above the function's timeout.",
+    )
     rate_limit_per_minute: int = Field(
         50,
         ge=1,

@@ -37,7 +37,7 @@ def build_warehouse(settings: Settings) -> Warehouse:
     return BigQueryWarehouse(settings.gcp_project_id, settings.bigquery_location, settings.bigquery_emulator_host)
 
 
-def build_keyring(settings: Settings, warehouse: Warehouse) -> Keyring:
+def build_keyring(settings: Settings, warehouse: Warehouse, claims: Claims) -> Keyring:
     if settings.convergence_keyring == "local":
         from common.crypto.local import LocalKeyring
 
@@ -48,7 +48,7 @@ def build_keyring(settings: Settings, warehouse: Warehouse) -> Keyring:
     if not settings.kms_key_name:
         raise ConfigurationError("KMS_KEY_NAME: required when CONVERGENCE_KEYRING=gcp-kms")
     # KMS_KEY_NAME wraps each tenant's keyset; the control dataset's tenant_keysets stores them.
-    return GcpKmsKeyring(settings.kms_key_name, WarehouseKeysetStore(warehouse, settings.control_dataset))
+    return GcpKmsKeyring(settings.kms_key_name, WarehouseKeysetStore(warehouse, settings.control_dataset, claims))
 
 
 def build_claims(settings: Settings) -> Claims:
@@ -89,9 +89,8 @@ def build_bus(settings: Settings) -> Bus:
 def build_runtime(settings: Settings | None = None) -> Runtime:
     """Adapters for the configured mode."""
     settings = settings or get_settings()
-    warehouse = build_warehouse(settings)
-    return Runtime(settings, warehouse, build_bus(settings), build_keyring(settings, warehouse),
-                   build_claims(settings))  # fmt: skip
+    warehouse, claims = build_warehouse(settings), build_claims(settings)
+    return Runtime(settings, warehouse, build_bus(settings), build_keyring(settings, warehouse, claims), claims)
 
 
 _runtime: Runtime | None = None

@@ -19,6 +19,9 @@ locals {
   # step_execute timeout, and at most the ack deadline so a running step is not redelivered.
   step_timeout_seconds = 540
 
+  # Claims (common/claims/gcs.py): what must happen once across instances is a conditional object write here.
+  claims_bucket = "${var.project_id}-${var.name_prefix}-claims"
+
   required_services = toset([
     "artifactregistry.googleapis.com",
     "bigquery.googleapis.com",
@@ -40,6 +43,8 @@ locals {
     CONVERGENCE_WAREHOUSE = "bigquery"
     CONVERGENCE_BUS       = "pubsub"
     CONVERGENCE_KEYRING   = "gcp-kms"
+    CONVERGENCE_CLAIMS    = "gcs"
+    CLAIMS_BUCKET         = local.claims_bucket
     GCP_PROJECT_ID        = var.project_id
     BIGQUERY_LOCATION     = var.bigquery_location
     KMS_KEY_NAME          = module.kms.crypto_key_id
@@ -202,6 +207,40 @@ resource "google_storage_bucket" "sources" {
   }
 
   depends_on = [google_project_service.required]
+}
+
+resource "google_storage_bucket" "claims" {
+  # checkov:skip=CKV_GCP_62: holds only short-lived claim records (who holds a key, until when), no tenant data or secrets; usage logs would add a log bucket to own and protect nothing
+  # checkov:skip=CKV_GCP_78: a claim is changed only by writes conditioned on its generation; old versions would be dead weight that nothing reads
+  project                     = var.project_id
+  name                        = local.claims_bucket
+  location                    = var.region
+  uniform_bucket_level_access = true
+  public_access_prevention    = "enforced"
+  force_destroy               = true
+  labels                      = var.labels
+
+  # A claim matters for its lease (minutes) or, once done, for as long as a retry of its request may come
+  # (an Idempotency-Key, a redelivered message: days). Older ones are deleted.
+  lifecycle_rule {
+    condition {
+      age = var.claim_retention_days
+    }
+    action {
+      type = "Delete"
+    }
+  }
+
+  depends_on = [google_project_service.required]
+}
+
+# Every function claims something (onboarding, runs, steps, uploads, schedules, dispatcher ticks).
+resource "google_storage_bucket_iam_member" "claims" {
+  for_each = local.members
+
+  bucket = google_storage_bucket.claims.name
+  role   = "roles/storage.objectUser"
+  member = each.value
 }
 
 module "kms" {

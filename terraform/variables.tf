@@ -182,3 +182,14 @@ variable "smtp" {
   description = "SMTP server for notify.email steps (SMTP_* settings); password_secret names a Secret Manager secret holding SMTP_PASSWORD. null keeps notifications in the instance's outbox folder only."
   default     = null
 }
+
+variable "claim_retention_days" {
+  type        = number
+  description = "Days a claim object is kept (an Idempotency-Key or redelivered message is recognised this long)."
+  default     = 7
+
+  validation {
+    condition     = var.claim_retention_days >= 2
+    error_message = "claim_retention_days must cover at least a Pub/Sub retention window (2 days or more)."
+  }
+}

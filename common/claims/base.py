@@ -15,14 +15,21 @@ sync to well under a second); keep a lease far longer than the work it guards.
 from __future__ import annotations
 
 import datetime as dt
+import logging
+import random
 import time
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
+
+from common.errors import DependencyUnavailable
+
+log = logging.getLogger(__name__)
 
 State = Literal["held", "released", "done"]
 Clock = Callable[[], dt.datetime]
@@ -111,6 +118,29 @@ class Claims(ABC):
         """The record under `key` (None when never claimed)."""
         current = self.read(key)
         return current[1] if current is not None else None
+
+    @contextmanager
+    def hold(self, key: str, *, lease: float = 60.0, wait: float = 30.0) -> Iterator[Claim]:
+        """Hold `key` as a mutex across instances while the block runs; free it afterwards, whatever happened.
+
+        A caller finding the key held waits (backing off, with jitter) up to `wait` seconds, then gets a
+        503 `busy` (retryable: its request changed nothing). The block must end well within `lease`: past
+        it another instance may take the key over, which is what frees a key whose holder died.
+        """
+        deadline = time.monotonic() + wait
+        delay = 0.01
+        while (claim := self.acquire(key, lease=lease)) is None:
+            if time.monotonic() >= deadline:
+                raise DependencyUnavailable(
+                    "another request on the same object is still being processed; retry shortly", code="busy"
+                )
+            time.sleep(delay * (0.5 + random.random()))  # jitter, not secrecy
+            delay = min(delay * 2, 0.5)
+        try:
+            yield claim
+        finally:
+            if not self.release(claim):
+                log.warning("claim %s outlived its lease of %.0f s and was taken over", key, lease)
 
     def wait_done(self, key: str, *, timeout: float, poll: float = 0.05) -> ClaimRecord | None:
         """Wait until `key` is done or free; its record then (None when never claimed or still held)."""

@@ -6,11 +6,12 @@ Precondition Failed. Cloud Storage is strongly consistent for these reads and wr
 transient errors of conditional writes itself (they are safe to repeat); a write applied whose answer was
 lost is recognised by `Claims` from the record's nonce.
 
-Cost: a claim is two or three Class A operations (create, then release or complete) and a Class B read
-when contended; Cloud Storage sustains about one write per second per object name, which a claim (written
-two or three times in its life) never approaches, and thousands of writes per second per bucket. A lifecycle
-rule (Terraform) deletes claim objects after CLAIM_RETENTION_DAYS; keys that must stay done longer than that
-are not claimed here.
+Cost: taking and freeing a key is two Class A operations (a third to complete it), plus a Class B read
+when contended. Cloud Storage sustains about one write per second per object name and thousands per second
+per bucket; keys are per tenant and object (a run, a pipeline, an upload table), so only a tenant hammering
+one object comes near the first limit, and then Cloud Storage's 429 is retried by the client (safe: every
+write is conditional), which slows that tenant and is never wrong. A lifecycle rule (Terraform,
+claim_retention_days, a week) deletes claim objects; nothing relies on a key staying done longer.
 """
 
 from __future__ import annotations

@@ -118,7 +118,7 @@ def store_integration(
         f"DELETE FROM {table} WHERE org_slug = @org AND provider = @provider"
         " AND encrypted_credential != @ciphertext"
     )
-    with rt.warehouse.lock(f"integration:{org}:{provider}"):
+    with rt.claims.hold(f"integration/{org}/{provider}"):
         rt.warehouse.run_atomically([(insert, params), (delete, params)])
 
 
@@ -233,7 +233,7 @@ def record_check(
 
 def delete_integration(rt: Runtime, org: str, provider: str) -> bool:
     """Delete the tenant's integration of `provider`, credential and all; False when there was none."""
-    with rt.warehouse.lock(f"integration:{org}:{provider}"):
+    with rt.claims.hold(f"integration/{org}/{provider}"):
         deleted = rt.warehouse.execute(
             f"DELETE FROM {control_ref(rt, TABLE)} WHERE org_slug = @org AND provider = @provider",
             {"org": org, "provider": provider},

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from common.claims.base import Claims
 from common.crypto.keyset_store import KEYSET_TABLE, KeysetRecord, KeysetStore
 from common.errors import ConfigurationError, NotFound
 from common.metadata.schemas import load_schema
@@ -18,8 +19,9 @@ _MUTABLE = ("wrapped_keyset", "kek_key_name", "kek_version", "primary_key_id", "
 class WarehouseKeysetStore(KeysetStore):
     """tenant_keysets in the control dataset, by parameterised GoogleSQL (DML only, never streaming)."""
 
-    def __init__(self, warehouse: Warehouse, dataset: str) -> None:
+    def __init__(self, warehouse: Warehouse, dataset: str, claims: Claims) -> None:
         self.warehouse = warehouse
+        self.claims = claims
         self.dataset = dataset
         self._table = table_ref(dataset, KEYSET_TABLE)
 
@@ -47,9 +49,10 @@ class WarehouseKeysetStore(KeysetStore):
         return [KeysetRecord(**row) for row in rows]
 
     def add(self, record: KeysetRecord) -> KeysetRecord:
-        # The lock serialises creators this adapter can see; should two instances still race, both rows stay,
-        # the older one is in force, and decrypt finds any ciphertext's key through the rows' KeysetInfo.
-        with self.warehouse.lock(f"tenant_keyset:{record.tenant_id}"):
+        # The claim (held across instances) makes one creator write the row; the others find it. Should a
+        # holder outlive its lease and two rows stay, the older one is in force, and decrypt finds any
+        # ciphertext's key through the rows' KeysetInfo.
+        with self.claims.hold(f"tenant-keyset/{record.tenant_id}"):
             existing = self.records(record.tenant_id)
             if existing:
                 return existing[0]

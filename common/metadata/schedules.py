@@ -1,9 +1,11 @@
 """The repository of `org_schedules` (tenant schedules) and `schedule_dispatches` (the slots a dispatcher
 started). The only module with their SQL.
 
-A slot is claimed before it is published with one insert-if-absent statement per chunk: a single statement is
-atomic on both warehouses, and the warehouse lock serialises the dispatchers of one process (embedded mode is
-one process). So a dispatcher message delivered twice, or two dispatchers at once, claim a slot once.
+A slot is claimed before it is published with one insert-if-absent statement per chunk, issued while the
+dispatcher holds the platform-wide `schedule-dispatch` claim (`common.claims`: atomic across instances; two
+concurrent BigQuery INSERTs would not see each other's rows). So a dispatcher message delivered twice, or two
+dispatchers at once on any instances, claim a slot once. One hold per tick costs two Cloud Storage writes.
+Changes to one tenant's schedules hold `schedules/<org>` so its count and name checks stay exact.
 Timestamps read back are UTC-aware (a warehouse may hand back naive UTC).
 """
 
@@ -21,6 +23,8 @@ from common.types import as_utc, utcnow
 SCHEDULES_TABLE = "org_schedules"
 DISPATCHES_TABLE = "schedule_dispatches"
 CLAIM_CHUNK = 1000  # slots per insert-if-absent statement, so its parameters stay small
+# Dispatchers claim slots one at a time platform-wide (one hold per tick, see claim_slots).
+DISPATCH_LEASE_SECONDS = 120.0
 
 Stored = Literal["stored", "name_taken", "limit_reached"]
 
@@ -50,7 +54,7 @@ def insert_schedule(rt: Runtime, row: dict[str, Any], *, limit: int) -> Stored:
         f" WHERE NOT EXISTS (SELECT 1 FROM {table} WHERE org_slug = @org_slug AND name = @name)"
         f" AND (SELECT COUNT(*) FROM {table} WHERE org_slug = @org_slug) < @limit"
     )
-    with rt.warehouse.lock(f"schedules:{org}"):
+    with rt.claims.hold(f"schedules/{org}"):
         if rt.warehouse.execute(insert, row | {"limit": limit}):
             return "stored"
         if row["name"] is not None and rt.warehouse.query(
@@ -81,7 +85,7 @@ def enabled_schedules(rt: Runtime) -> list[dict[str, Any]]:
 
 def delete_schedule(rt: Runtime, org: str, schedule_id: str) -> bool:
     """Delete one of the tenant's schedules; False when it has none of that id."""
-    with rt.warehouse.lock(f"schedules:{org}"):
+    with rt.claims.hold(f"schedules/{org}"):
         deleted = rt.warehouse.execute(
             f"DELETE FROM {_schedules(rt)} WHERE org_slug = @org AND schedule_id = @schedule_id",
             {"org": org, "schedule_id": schedule_id},
@@ -124,7 +128,7 @@ def claim_slots(rt: Runtime, slots: list[dict[str, Any]], *, cadence: str | None
         }
         for slot in slots
     ]
-    with rt.warehouse.lock("schedule-dispatch"):
+    with rt.claims.hold("schedule-dispatch", lease=DISPATCH_LEASE_SECONDS, wait=DISPATCH_LEASE_SECONDS):
         for first in range(0, len(rows), CLAIM_CHUNK):
             params = {
                 "slots": rows[first : first + CLAIM_CHUNK],

@@ -44,6 +44,8 @@ CONTENT_TYPES: dict[str, UploadFormat] = {
     "application/vnd.apache.parquet": "parquet",
 }
 MAX_PAGE = 1000
+# An upload into one table holds it across instances while it checks and writes (a load of a large file).
+UPLOAD_LEASE_SECONDS = 300.0
 TypesFrom = Literal["template", "declared", "table", "inferred"]
 
 
@@ -98,7 +100,7 @@ def upload(
     wh = rt.warehouse
     raw = read_raw_upload(table, kind, body)
     if raw is not None:
-        with wh.lock(f"upload:{org}:{table}"):
+        with rt.claims.hold(f"upload/{org}/{table}", lease=UPLOAD_LEASE_SECONDS):
             rows = _write_raw(wh, org, table, raw, write_mode)
         return {"table": table, "rows_loaded": rows, "mode": write_mode, "renamed_columns": {},
                 "types_from": "template"}  # fmt: skip
@@ -110,7 +112,7 @@ def upload(
         else None
     )
     types_from: TypesFrom
-    with wh.lock(f"upload:{org}:{table}"):
+    with rt.claims.hold(f"upload/{org}/{table}", lease=UPLOAD_LEASE_SECONDS):
         exists = wh.table_exists(org, table)
         if declared is not None and fitted is not None:
             drift = _declared_drift(wh, org, declared) if exists else []

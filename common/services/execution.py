@@ -69,7 +69,7 @@ def execute_step(rt: Runtime, message: StepMessage, attempt: int = 1) -> StepMes
     """Run one step (at most once to completion) and return the message of the next step, if any."""
     tenant_id, run_id, index = message.tenant_id, message.run_id, message.step_index
     wh = rt.warehouse
-    with wh.lock(f"run:{tenant_id}:{run_id}"):
+    with rt.claims.hold(f"run/{tenant_id}/{run_id}", lease=rt.settings.step_lease_seconds):
         records = runs.run_records(wh, tenant_id, run_id)
         if not records:
             raise DeadMessage(f"run {run_id} does not exist for tenant {tenant_id}")
@@ -122,7 +122,7 @@ def fail_step_after_retries(rt: Runtime, message: StepMessage, attempts: int) ->
     """A step's message reached the dead-letter topic: fail the step, let on_failure steps run, close."""
     tenant_id, run_id, index = message.tenant_id, message.run_id, message.step_index
     wh = rt.warehouse
-    with wh.lock(f"run:{tenant_id}:{run_id}"):
+    with rt.claims.hold(f"run/{tenant_id}/{run_id}", lease=rt.settings.step_lease_seconds):
         records = runs.run_records(wh, tenant_id, run_id)
         if not records or records[-1].status in runs.FINAL_RUN_STATUSES:
             return None

@@ -18,6 +18,8 @@ from common.services.auth import issue_api_key
 from common.templates import load_setup_pipeline, resolve_template
 
 DRYRUN_TEMPLATE = ("gcp", "example", "dryrun")
+# One request onboards an organisation at a time, on any instance; longer than the function may run.
+ONBOARD_LEASE_SECONDS = 600.0
 
 
 class NotBootstrapped(Conflict):
@@ -85,7 +87,10 @@ def onboard(rt: Runtime, request: OnboardRequest) -> dict[str, Any]:
     _ensure_allowed_slug(rt, org)
     if not is_bootstrapped(rt):
         raise NotBootstrapped("the platform is not bootstrapped: call POST /api/v1/admin/bootstrap first")
-    with rt.warehouse.lock(f"onboard:{org}"):
+    claim = rt.claims.acquire(f"onboard/{org}", lease=ONBOARD_LEASE_SECONDS)
+    if claim is None:
+        raise Conflict(f"organisation {org} is being onboarded by another request", code="org_exists")
+    try:
         if organizations.get_profile(rt, org) is not None:
             raise Conflict(f"organisation {org} is already onboarded", code="org_exists")
         results = run_setup_pipeline(
@@ -95,6 +100,8 @@ def onboard(rt: Runtime, request: OnboardRequest) -> dict[str, Any]:
              "force_recreate_dataset": request.force_recreate_dataset,
              "force_recreate_tables": request.force_recreate_tables},
         )  # fmt: skip
+    finally:
+        rt.claims.release(claim)
     dryrun_status, dryrun_run_id = _run_dryrun_pipeline(rt, org)
     welcome = notifications.send_welcome(
         rt,

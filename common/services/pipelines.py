@@ -7,6 +7,7 @@ import json
 import re
 import uuid
 from collections.abc import Callable, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,6 +29,7 @@ from common.templates import list_templates, load_template, resolve_template
 
 IDEMPOTENCY_KEY_RE = re.compile(r"^[A-Za-z0-9_.:\-]{1,128}$")
 RUN_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+START_LEASE = 60.0  # seconds: the checks and the run record take well under one
 
 
 def fingerprint(pipeline_id: str, parameters: dict[str, Any]) -> str:
@@ -72,7 +74,12 @@ def start_run(
     )  # fmt: skip
     run_fingerprint = fingerprint(pipeline.pipeline_id, pipeline.parameters)
     wh = rt.warehouse
-    with wh.lock(f"start:{tenant_id}:{pipeline.pipeline_id}"):
+    with ExitStack() as held:
+        # Held across instances (common.claims) from the checks to the run record: a request with the same
+        # key, or for the same pipeline, on any instance waits here and then finds this one's run.
+        if idempotency_key:
+            held.enter_context(rt.claims.hold(f"idempotency/{tenant_id}/{idempotency_key}", lease=START_LEASE))
+        held.enter_context(rt.claims.hold(f"start/{tenant_id}/{pipeline.pipeline_id}", lease=START_LEASE))
         if idempotency_key:
             earlier = records.latest_runs(wh, tenant_id, idempotency_key=idempotency_key, limit=1)
             if earlier:

@@ -276,7 +276,7 @@ def reserved_run(
         raise ValueError(
             f"admission for {admission.tenant_id} {admission.template} used for {tenant_id} {template}"
         )
-    with rt.warehouse.lock(f"quota:{tenant_id}"):
+    with rt.claims.hold(f"quota/{tenant_id}"):
         if admission is None:
             admission = admit_runs(rt, [tenant_id], template)[tenant_id]
         admission.raise_if_refused()

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from common.claims.local import LocalClaims
 from common.crypto.gcp_kms import GcpKmsKeyring
 from common.crypto.keyring import Keyring
 from common.metadata.keysets import WarehouseKeysetStore
@@ -28,7 +29,7 @@ def make_kms_keyring(request: pytest.FixtureRequest, tmp_path: Path) -> Keyring:
     warehouse = DuckDBWarehouse(tmp_path / "kms-keysets.duckdb")
     warehouse.create_dataset(CONTROL_DATASET)
     keyring = GcpKmsKeyring(
-        key_name, WarehouseKeysetStore(warehouse, CONTROL_DATASET), endpoint=standin.endpoint
+        key_name, WarehouseKeysetStore(warehouse, CONTROL_DATASET, LocalClaims(tmp_path / "claims")), endpoint=standin.endpoint
     )
     request.addfinalizer(warehouse.close)
     request.addfinalizer(keyring.close)

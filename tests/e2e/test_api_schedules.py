@@ -117,21 +117,21 @@ def dispatch_twice_at_once(
 ) -> list[dict[str, Any]]:
     """Two dispatchers on one tick, both past reading the dispatch record before either claims a slot."""
     both_found_them_due = threading.Barrier(2)
-    lock = rt.warehouse.lock
+    hold = rt.claims.hold
 
-    def lock_after_both_looked(key: str) -> Any:
+    def hold_after_both_looked(key: str, **options: Any) -> Any:
         if key == "schedule-dispatch":
             both_found_them_due.wait()
-        return lock(key)
+        return hold(key, **options)
 
-    monkeypatch.setattr(rt.warehouse, "lock", lock_after_both_looked)
+    monkeypatch.setattr(rt.claims, "hold", hold_after_both_looked)
     outcomes: list[dict[str, Any]] = []
     threads = [threading.Thread(target=lambda: outcomes.append(dispatch_due(rt, CADENCE, now))) for _ in "ab"]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
-    monkeypatch.setattr(rt.warehouse, "lock", lock)
+    monkeypatch.setattr(rt.claims, "hold", hold)
     return outcomes
 
 

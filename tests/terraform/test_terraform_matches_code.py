@@ -39,7 +39,7 @@ SECRET_NAMES = {
 REQUIRED_ENVIRONMENT = {
     "CONVERGENCE_HOME", "CONVERGENCE_WAREHOUSE", "CONVERGENCE_BUS", "CONVERGENCE_KEYRING", "GCP_PROJECT_ID",
     "BIGQUERY_LOCATION", "KMS_KEY_NAME", "CONTROL_DATASET", "STEPS_TOPIC", "SCHEDULES_TOPIC",
-    "DEAD_LETTER_TOPIC", "STEP_MAX_ATTEMPTS",
+    "DEAD_LETTER_TOPIC", "STEP_MAX_ATTEMPTS", "CONVERGENCE_CLAIMS", "CLAIMS_BUCKET",
 }  # fmt: skip
 SMTP = {"host": "smtp.example.com", "port": 587, "username": "convergence", "from": "c@example.com",
         "starttls": True, "password_secret": "smtp-password"}  # fmt: skip
@@ -268,6 +268,8 @@ def test_environment_values_load_as_gcp_mode_settings(
             DEFAULTS["dead_letter_topic"],
         )
         assert settings.step_max_attempts == DEFAULTS["step_max_attempts"]
+        assert settings.convergence_claims == "gcs"
+        assert settings.claims_bucket == plain.eval(plain.module.resource("google_storage_bucket", "claims")["name"])
     kms = module_instance(plain, "kms")
     assert kms.eval(kms.module.outputs["crypto_key_id"]["value"]) == Unknown("google_kms_crypto_key.this.id")
 
@@ -365,6 +367,16 @@ def test_kms_roles_follow_the_code_that_calls_the_keyring(plain: Instance) -> No
         "encrypter": "roles/cloudkms.cryptoKeyEncrypter",
         "decrypter": "roles/cloudkms.cryptoKeyDecrypter",
     }
+
+
+def test_every_function_may_write_claims_and_old_claims_are_deleted(plain: Instance) -> None:
+    grant = plain.module.resource("google_storage_bucket_iam_member", "claims")
+    assert grant["for_each"] == "${local.members}" and plain.eval(grant["role"]) == "roles/storage.objectUser"
+    bucket = plain.module.resource("google_storage_bucket", "claims")
+    rule = block(bucket, "lifecycle_rule")
+    assert plain.eval(block(rule, "action"))["type"] == "Delete"
+    # Claims older than a Pub/Sub message may live are deleted: never one a redelivery still needs.
+    assert plain.eval(block(rule, "condition"))["age"] >= 2
 
 
 # -- scheduler -----------------------------------------------------------------------------------------------

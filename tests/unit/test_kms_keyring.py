@@ -22,6 +22,7 @@ from tink import aead
 from tink.proto import tink_pb2
 from typer.testing import CliRunner
 
+from common.claims.local import LocalClaims
 from common.contracts.integrations import IntegrationSetupRequest
 from common.crypto.api_keys import KEY_PURPOSE, hash_api_key
 from common.crypto.gcp_kms import CloudKmsKek, GcpKmsKeyring, build_kms_client
@@ -280,7 +281,7 @@ def test_the_stand_in_serves_only_on_loopback_and_insecure_endpoints_must_be_loo
 def kms_runtime(runtime: Runtime, kms_standin, kms_key_name) -> Runtime:
     """The embedded runtime with the gcp-kms keyring: keysets in its DuckDB control dataset, KMS stand-in."""
     runtime.keyring = make_keyring(
-        kms_standin, kms_key_name, WarehouseKeysetStore(runtime.warehouse, runtime.settings.control_dataset)
+        kms_standin, kms_key_name, WarehouseKeysetStore(runtime.warehouse, runtime.settings.control_dataset, runtime.claims)
     )
     return runtime
 
@@ -489,7 +490,7 @@ def test_tenant_keysets_work_under_a_local_kek_in_the_warehouse_store(tmp_path):
     kek = AeadKek(
         tink.new_keyset_handle(aead.aead_key_templates.AES256_GCM).primitive(aead.Aead), "local:test"
     )
-    store = WarehouseKeysetStore(warehouse, "organizations")
+    store = WarehouseKeysetStore(warehouse, "organizations", LocalClaims(tmp_path / "claims"))
     keyring = TenantKeysetKeyring(kek, store)
     old = keyring.encrypt("acme", "api_key", SECRET)
     assert store.get("acme").kek_version is None and store.get("acme").rotated_at is None

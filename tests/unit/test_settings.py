@@ -231,6 +231,7 @@ def test_api_docs_are_on_outside_production_and_follow_enable_api_docs(monkeypat
         ("CONVERGENCE_WAREHOUSE", {"CONVERGENCE_WAREHOUSE": "duckdb"}),
         ("CONVERGENCE_BUS", {"CONVERGENCE_BUS": "local"}),
         ("CONVERGENCE_KEYRING", {"CONVERGENCE_KEYRING": "local"}),
+        ("CONVERGENCE_CLAIMS", {"CONVERGENCE_CLAIMS": "local"}),
         ("CA_ROOT_API_KEY", {"CA_ROOT_API_KEY": ""}),
     ],
 )
@@ -238,7 +239,8 @@ def test_production_refuses_the_embedded_defaults(
     variable: str, overrides: dict[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     deployed = {"ENVIRONMENT": "production", "CONVERGENCE_WAREHOUSE": "bigquery", "CONVERGENCE_BUS": "pubsub",
-                "CONVERGENCE_KEYRING": "gcp-kms", "KMS_KEY_NAME": VALID_KMS_KEY}  # fmt: skip
+                "CONVERGENCE_KEYRING": "gcp-kms", "KMS_KEY_NAME": VALID_KMS_KEY,
+                "CONVERGENCE_CLAIMS": "gcs", "CLAIMS_BUCKET": "acme-claims"}  # fmt: skip
     for name, value in {**deployed, **overrides}.items():
         if value:
             monkeypatch.setenv(name, value)
@@ -251,7 +253,8 @@ def test_production_refuses_the_embedded_defaults(
 
 def test_production_with_the_google_cloud_adapters_starts(monkeypatch: pytest.MonkeyPatch) -> None:
     deployed = {"ENVIRONMENT": "production", "CONVERGENCE_WAREHOUSE": "bigquery", "CONVERGENCE_BUS": "pubsub",
-                "CONVERGENCE_KEYRING": "gcp-kms", "GCP_KMS_KEY_NAME": VALID_KMS_KEY}  # fmt: skip
+                "CONVERGENCE_KEYRING": "gcp-kms", "GCP_KMS_KEY_NAME": VALID_KMS_KEY,
+                "CONVERGENCE_CLAIMS": "gcs", "CLAIMS_BUCKET": "acme-claims"}  # fmt: skip
     for name, value in deployed.items():
         monkeypatch.setenv(name, value)
     settings = load_settings()
