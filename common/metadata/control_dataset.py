@@ -1,7 +1,7 @@
 """The control dataset itself: the tables it holds, how SQL names one, and whether they all exist.
 
 Each table's SQL lives in the repository module named for it (`organizations`, `subscriptions`, `api_keys`,
-`usage`, `rate_windows`, ...); they all name their table through `control_ref`.
+`rate_windows`, ...); they all name their table through `control_ref`.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from common.warehouse.sql import table_ref
 
 CONTROL_TABLES = (
     "org_profiles", "org_subscriptions", "org_api_keys", "org_integration_credentials", "tenant_keysets",
-    "org_usage", "org_rate_windows",
+    "org_rate_windows",
     "org_schedules", "schedule_dispatches", "schedule_dispatch_chunks", "bulk_runs", "bulk_run_tenants",
     "org_notification_settings", "notification_deliveries",
 )  # fmt: skip

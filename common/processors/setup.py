@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from common.crypto.api_keys import generate_api_key
 from common.errors import ConvergenceError
-from common.metadata import api_keys, control_dataset, organizations, subscriptions, usage
+from common.metadata import api_keys, control_dataset, organizations, subscriptions
 from common.metadata.schemas import load_schema, schema_names
 from common.metadata.subscriptions import plans
 from common.processors.registry import NoConfig, StepContext, StepResult, processor
@@ -99,13 +99,6 @@ def register_organization(ctx: StepContext, config: NoConfig) -> StepResult:
         ]
     )
     return StepResult(rows_processed=2, details={"org_slug": org, "plan": plan})
-
-
-@processor("setup.init_usage", config=NoConfig)
-def init_usage(ctx: StepContext, config: NoConfig) -> StepResult:
-    """Start the organisation's quota counters (runs today, templates used) at zero."""
-    usage.start_counters(ctx.runtime, ctx.tenant_id)
-    return StepResult(rows_processed=1, details={"org_slug": ctx.tenant_id})
 
 
 def _check(name: str, ok: bool, message: str, status_if_bad: str = "failed") -> dict[str, Any]:

@@ -57,8 +57,7 @@ def start_run(
     Order of refusals: an Idempotency-Key replay answers the earlier run and an identical run in flight is
     409, both before the quota is checked, so retrying a request never spends quota; then the plan's
     quotas (429, `common.services.quotas`); a refused run leaves no record and publishes nothing. A caller
-    that already admitted the run in bulk (`quotas.admit_runs`) passes its `admission`; it is marked used
-    once the run record exists, and otherwise stays the caller's to release.
+    that already admitted the run in bulk (`quotas.admit_runs`) passes its `admission`.
     """
     if body is None:
         body = {}
@@ -96,7 +95,7 @@ def start_run(
                 pipeline_logging_id=active[0].pipeline_logging_id,
             )
         template_id = quotas.template_key(provider, domain, template_name)
-        with quotas.reserved_run(rt, tenant_id, template_id, admission) as reservation:
+        with quotas.reserved_run(rt, tenant_id, template_id, admission):
             record = records.create_run(
                 wh, pipeline, run_id=run_id, trigger_type=trigger_type,
                 trigger_by=pipeline.parameters["trigger_by"], fingerprint=run_fingerprint,
@@ -109,8 +108,6 @@ def start_run(
         rt.bus.publish(rt.settings.steps_topic, message, message.attributes())
     except ConvergenceError as exc:
         records.append_run_status(wh, tenant_id, record, "FAILED", error_message=f"could not enqueue: {exc.message}")
-        reservation.used = False
-        quotas.release_runs(rt, [reservation])
         raise DependencyUnavailable("the message bus did not accept the run; it was not started") from None
     return run_view(record, {}, pipeline), False
 
@@ -139,34 +136,31 @@ def start_runs(
 ) -> dict[str, StartOutcome]:
     """Start one template for many tenants (PENDING, nothing published: the caller batches step 0).
 
-    Quotas are checked and reserved for all tenants at once (`quotas.admit_runs`: a constant number of
-    warehouse statements, not one per tenant); a tenant refused by its plan gets the 429 as its error,
-    unless `idempotency_key` finds the run an earlier delivery of the same request started, which is
-    answered as replayed. When `should_stop()` turns true (a time budget), the tenants not reached yet are
-    left out of the answer, for the caller to hand on. Slots of admitted tenants that started nothing
-    (replay, identical run in flight, bad input, not reached) are given back in one statement. An unknown
-    template raises NotFound before anything. Runs of a bulk run carry its `bulk_id`.
+    Quotas are checked for all tenants at once (`quotas.admit_runs`: one query per 500 tenants, not one
+    per tenant); a tenant refused by its plan gets the 429 as its error, unless `idempotency_key` finds the
+    run an earlier delivery of the same request started, which is answered as replayed. When
+    `should_stop()` turns true (a time budget), the tenants not reached yet are left out of the answer, for
+    the caller to hand on; an admission spends nothing until its run record exists, so those not reached
+    (or replayed, or in flight) used no quota. An unknown template raises NotFound before anything. Runs of
+    a bulk run carry its `bulk_id`.
     """
     load_template(provider, domain, template_name)
     admissions = quotas.admit_runs(rt, tenant_ids, quotas.template_key(provider, domain, template_name))
     outcomes: dict[str, StartOutcome] = {}
-    try:
-        for tenant, admission in admissions.items():
-            if should_stop is not None and should_stop():
-                break
-            if not admission.admitted:
-                outcomes[tenant] = _refused_or_replayed(rt, tenant, admission, idempotency_key)
-                continue
-            try:
-                run, replayed = start_run(
-                    rt, tenant, provider, domain, template_name, dict(body), trigger_type=trigger_type,
-                    idempotency_key=idempotency_key, publish=False, admission=admission, bulk_id=bulk_id,
-                )  # fmt: skip
-                outcomes[tenant] = StartOutcome(run, replayed=replayed)
-            except ConvergenceError as exc:
-                outcomes[tenant] = StartOutcome(None, error=exc)
-    finally:
-        quotas.release_runs(rt, admissions.values())
+    for tenant, admission in admissions.items():
+        if should_stop is not None and should_stop():
+            break
+        if not admission.admitted:
+            outcomes[tenant] = _refused_or_replayed(rt, tenant, admission, idempotency_key)
+            continue
+        try:
+            run, replayed = start_run(
+                rt, tenant, provider, domain, template_name, dict(body), trigger_type=trigger_type,
+                idempotency_key=idempotency_key, publish=False, admission=admission, bulk_id=bulk_id,
+            )  # fmt: skip
+            outcomes[tenant] = StartOutcome(run, replayed=replayed)
+        except ConvergenceError as exc:
+            outcomes[tenant] = StartOutcome(None, error=exc)
     return outcomes
 
 

@@ -1,11 +1,13 @@
 """Subscription quotas, enforced when a run starts: runs per UTC day, concurrent runs, templates.
 
 Limits come from `org_subscriptions` (copied from configs/plans.yml at onboarding; an operator may change a
-row). Counters live in `org_usage`, one row per organisation, created at onboarding:
+row). What an organisation used is read from its own `pipeline_runs` (`common.metadata.usage`): a run's
+first record is written when it is admitted and a refused run writes none, so there is no counter to keep.
 
 - **max_runs_per_day**: runs admitted per organisation and UTC day, whatever started them (api, schedule,
   bulk). The run that would exceed it is refused with 429 `quota_exceeded` and Retry-After = seconds until
-  the next UTC midnight.
+  the next UTC midnight. A run counts once admitted, even if it then fails (also when the bus refused its
+  first step: the platform's fault, rare, and visible as a FAILED run).
 - **max_concurrent_runs**: runs of the organisation whose latest record is PENDING or RUNNING (and that
   started within ACTIVE_RUN_HORIZON, so a run abandoned without a final record cannot hold a slot for
   ever). Above it: 429 `too_many_concurrent_runs`, Retry-After 30 s.
@@ -14,31 +16,17 @@ row). Counters live in `org_usage`, one row per organisation, created at onboard
   again is always allowed; a new one above the limit is refused with 429 `quota_exceeded`. Waiting does not
   lift this limit (a plan change does), so its Retry-After is a full day: a hint not to retry soon.
 
-Atomicity. Admission is one conditional UPDATE of the organisations' `org_usage` rows: it increments
-`runs_started` (starting again from 0 on a new day) and adds the template only where the row still has room
-under the limits, read by subqueries of `org_subscriptions` in the same statement. On BigQuery a DML
-statement runs on one snapshot and commits atomically; two statements that change the same rows conflict,
-and BigQuery either re-runs the later one on the committed data (where its condition then fails for the
-last slot) or aborts it (a transient error: the caller gets 503 and nothing is started). Either way two
-instances cannot both take the last slot. On DuckDB statements are serialised by the adapter. Which rows a
-statement changed is told by the affected-row count; when a batch changed fewer rows than it aimed at (it
-raced another admission), by reading which rows hold its admission id in `recent_admissions` (the last
-RECENT_ADMISSIONS ids; more admissions of one organisation between an UPDATE and its read-back, about a
-second apart, cannot happen in practice, and within one instance none can).
+Atomicity. A single trigger (`reserved_run`) holds the organisation's `quota/<org>` claim
+(`common.claims`, atomic across instances) from the read of its standing until its run record is written,
+so one organisation's concurrent triggers are admitted one after another on any number of instances: the
+limits are exact for them. A fan-out chunk (`admit_runs`) reads the standing of up to 500 organisations in
+one query without claiming each: should an API trigger of one of them be admitted between that read and
+the chunk's run record (a second or so), the organisation may exceed a limit by one run, and by at most
+one per chunk of a slot (a tenant is in one chunk of a slot). Nothing here writes to a table shared by
+all tenants, so admission is not bounded by BigQuery's DML concurrency on one table.
 
-The concurrency count is read before the UPDATE, under an in-process lock per organisation that is held
-until the run record is written (see `reserved_run`): exact within one process (embedded mode). Across
-instances (gcp mode) two triggers of one organisation may both see the last free slot; the overshoot is at
-most one run per instance that triggers at that moment. Admission for a bulk chunk (`admit_runs`) reads the
-counts once for the whole chunk, so an API trigger racing it may overshoot by one as well.
-
-Cost. `admit_runs` checks and reserves for up to 500 organisations (a fan-out chunk) with a constant
-number of statements, and repeats that per 500 beyond: one read (subscriptions, counters and, in one
-UNION ALL, the active runs of each tenant's `pipeline_runs`), one INSERT only when some organisation has
-no counter row yet, one UPDATE, and one read back only when the UPDATE changed fewer rows than expected
-(a race). A single trigger costs two. Each
-admission is one mutating DML on `org_usage`; BigQuery runs two per table at a time and queues 20, which
-bounds API triggers in gcp mode to a few per second platform-wide — bulk runs go through `admit_runs`.
+Cost. One read for any number of organisations up to 500 (repeated per 500 beyond); a single trigger costs
+that one read plus the claim's two Cloud Storage writes.
 
 The statements themselves belong to the repositories of the tables (`common.metadata.usage`,
 `common.metadata.subscriptions`); this module decides what is admitted, what a refusal says and its Retry-After.
@@ -48,9 +36,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
-import threading
-import uuid
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -67,10 +53,7 @@ TEMPLATES_RETRY_AFTER = 86_400
 ACTIVE_RUN_HORIZON = dt.timedelta(days=1)
 # The read joins each tenant's pipeline_runs; BigQuery allows 1,000 tables in one query.
 MAX_TENANTS_PER_ADMISSION = 500
-RECENT_ADMISSIONS = 64  # admission ids a row remembers; a read-back follows its UPDATE within a second
-
-# Within this instance an admission's UPDATE and its read-back run with no other admission between them.
-_admitting = threading.Lock()
+QUOTA_LEASE = 60.0  # seconds: the read of a standing and the run record take well under one
 
 
 class QuotaExceeded(RateLimited):
@@ -94,7 +77,6 @@ class Admission:
     day: dt.date
     admitted: bool
     refusal: RateLimited | None = None
-    used: bool = False  # set once a run record holds the reservation; unused ones go to release_runs
 
     def raise_if_refused(self) -> None:
         if self.refusal is not None:
@@ -110,7 +92,6 @@ class _Standing:
     max_runs: int
     max_concurrent: int
     max_templates: int
-    has_usage: bool = False
     runs_today: int = 0
     templates: list[str] = field(default_factory=list)
     active: int = 0
@@ -139,8 +120,6 @@ def _read_standings(rt: Runtime, tenants: list[str], day: dt.date, now: dt.datet
     standings: dict[str, _Standing] = {}
     for row in rows:
         tenant = row["org_slug"]
-        if tenant in standings and not row["has_usage"]:
-            continue
         has_plan = row["plan"] is not None
         standings[tenant] = _Standing(
             tenant_id=tenant,
@@ -148,7 +127,6 @@ def _read_standings(rt: Runtime, tenants: list[str], day: dt.date, now: dt.datet
             max_runs=int(row["max_runs_per_day"] if has_plan else defaults["max_runs_per_day"]),
             max_concurrent=int(row["max_concurrent_runs"] if has_plan else defaults["max_concurrent_runs"]),
             max_templates=int(row["max_templates"] if has_plan else defaults["max_templates"]),
-            has_usage=bool(row["has_usage"]),
             runs_today=int(row["runs_today"] or 0),
             templates=list(row["templates_used"] or []),
             active=int(row["active"] or 0),
@@ -184,105 +162,44 @@ def _refusal(standing: _Standing, template: str, now: dt.datetime) -> RateLimite
 def admit_runs(
     rt: Runtime, tenant_ids: Sequence[str], template: str, *, now: dt.datetime | None = None
 ) -> dict[str, Admission]:
-    """Check and reserve one run of `template` for each organisation, in a constant number of statements.
+    """Whether each organisation may start one run of `template` now, in one query per 500 organisations.
 
-    Two statements per MAX_TENANTS_PER_ADMISSION (500) organisations, whatever their number below that.
-
-    Returns {tenant_id: Admission} for every distinct id given. An admitted organisation has a slot of
-    today's runs taken (and the template counted); pass the Admission to `pipelines.start_run(...,
-    admission=...)`, and give back the ones that started nothing with `release_runs`.
+    Returns {tenant_id: Admission} for every distinct id given. Nothing is written: the run record an
+    admitted organisation's run then gets is what counts it (see the module's note on atomicity).
     """
     now = now or utcnow()
     day = now.date()
     tenants = [validate_tenant_id(t, field="tenant_id") for t in dict.fromkeys(tenant_ids)]
-    if not tenants:
-        return {}
     result: dict[str, Admission] = {}
-    if len(tenants) > MAX_TENANTS_PER_ADMISSION:
-        for start in range(0, len(tenants), MAX_TENANTS_PER_ADMISSION):
-            part = tenants[start : start + MAX_TENANTS_PER_ADMISSION]
-            result |= admit_runs(rt, part, template, now=now)
-        return result
-    standings = _read_standings(rt, tenants, day, now)
-    candidates: list[str] = []
-    for tenant in tenants:
-        refusal = _refusal(standings[tenant], template, now)
-        result[tenant] = Admission(tenant, template, day, admitted=refusal is None, refusal=refusal)
-        if refusal is None:
-            candidates.append(tenant)
-    if not candidates:
-        return result
-    missing = [t for t in candidates if not standings[t].has_usage]
-    if missing:
-        usage.create_missing(rt, missing, now=now)
-    admission_id = uuid.uuid4().hex
-    defaults = _default_limits()
-    with _admitting:
-        changed = usage.reserve(
-            rt, candidates, template, admission_id, now=now, recent=RECENT_ADMISSIONS,
-            default_runs=defaults["max_runs_per_day"], default_templates=defaults["max_templates"],
-        )  # fmt: skip
-        if changed >= len(candidates):
-            return result
-        # Fewer rows changed than expected: another admission took the last slot of some; find out which.
-        rows = usage.read_back(rt, candidates, admission_id, day=day)
-    for tenant in candidates:
-        row = rows.get(tenant)
-        if row is not None and row["admitted"]:
-            continue
-        standing = standings[tenant]
-        if row is not None:
-            standing.runs_today, standing.templates = (
-                int(row["runs_today"]),
-                list(row["templates_used"] or []),
-            )
-        refusal = _refusal(standing, template, now) or QuotaExceeded(
-            f"{standing.plan} plan limits were reached by a concurrent request; try again",
-            retry_after=CONCURRENCY_RETRY_AFTER, plan=standing.plan,
-        )  # fmt: skip
-        result[tenant] = Admission(tenant, template, day, admitted=False, refusal=refusal)
+    for start in range(0, len(tenants), MAX_TENANTS_PER_ADMISSION):
+        part = tenants[start : start + MAX_TENANTS_PER_ADMISSION]
+        standings = _read_standings(rt, part, day, now)
+        for tenant in part:
+            refusal = _refusal(standings[tenant], template, now)
+            result[tenant] = Admission(tenant, template, day, admitted=refusal is None, refusal=refusal)
     return result
-
-
-def release_runs(rt: Runtime, admissions: Iterable[Admission], *, now: dt.datetime | None = None) -> int:
-    """Give back the slots of admitted runs that were not started (a replay, a run in flight, a failure).
-
-    One statement per UTC day involved (one, except across midnight). A slot of an earlier day is not
-    given back to today. A template counted by the admission stays counted.
-    """
-    by_day: dict[dt.date, list[Admission]] = {}
-    for admission in admissions:
-        if admission.admitted and not admission.used:
-            by_day.setdefault(admission.day, []).append(admission)
-    released = 0
-    for day, unused in by_day.items():
-        released += usage.release(rt, sorted({a.tenant_id for a in unused}), day=day, now=now or utcnow())
-        for admission in unused:
-            admission.admitted = False
-    return released
 
 
 @contextmanager
 def reserved_run(
     rt: Runtime, tenant_id: str, template: str, admission: Admission | None = None
 ) -> Iterator[Admission]:
-    """Hold a slot for one run while the caller writes its record; a failure inside gives the slot back.
+    """Admit one run and hold the organisation's quota claim while the caller writes its record.
 
-    Without `admission` this admits the run (raising its 429 when refused). The organisation's lock is held
-    throughout, so in one process no other trigger can count the runs in flight between this admission and
-    the run record that makes the new run one of them.
+    Without `admission` this admits the run (raising its 429 when refused) under the claim, so no other
+    trigger of the organisation, on any instance, counts its usage between this admission and the run
+    record that makes the new run part of it. With an `admission` from `admit_runs` (a fan-out chunk) it is
+    taken as it is.
     """
     if admission is not None and (admission.tenant_id, admission.template) != (tenant_id, template):
         raise ValueError(
             f"admission for {admission.tenant_id} {admission.template} used for {tenant_id} {template}"
         )
-    with rt.claims.hold(f"quota/{tenant_id}"):
-        if admission is None:
-            admission = admit_runs(rt, [tenant_id], template)[tenant_id]
+    if admission is not None:
         admission.raise_if_refused()
-        try:
-            yield admission
-        except BaseException:
-            release_runs(rt, [admission])
-            raise
-        admission.used = True
+        yield admission
+        return
+    with rt.claims.hold(f"quota/{tenant_id}", lease=QUOTA_LEASE):
+        admission = admit_runs(rt, [tenant_id], template)[tenant_id]
+        admission.raise_if_refused()
+        yield admission

@@ -18,6 +18,7 @@ import pytest
 
 from common.bus.local import LocalBus
 from common.metadata import runs
+from common.metadata import usage as usage_records
 from common.runtime import Runtime
 from common.services import pipelines, quotas, rate_limits
 from common.settings import get_settings, reset_settings
@@ -84,10 +85,10 @@ def set_limits(rt: Runtime, org: str, **limits: int) -> None:
 
 
 def usage(rt: Runtime, org: str) -> dict[str, Any]:
-    (row,) = rt.warehouse.query(
-        f"SELECT * FROM {table_ref('organizations', 'org_usage')} WHERE org_slug = @org", {"org": org}
-    )
-    return row
+    """What the organisation used today, as admission reads it from its own run records."""
+    now = dt.datetime.now(dt.UTC)
+    (row,) = usage_records.read_standings(rt, [org], day=now.date(), since=now - quotas.ACTIVE_RUN_HORIZON)
+    return {"runs_started": row["runs_today"], "templates_used": sorted(row["templates_used"] or [])}
 
 
 def run_ids(rt: Runtime, org: str) -> list[str]:
@@ -107,12 +108,9 @@ def retry_after(response: Any) -> int:
 # -- counters --------------------------------------------------------------------------------------
 
 
-def test_onboarding_creates_the_counters_with_its_dry_run_as_the_first_run(runtime, onboard_plan):
+def test_onboarding_dry_run_is_the_first_run_of_the_day_and_the_first_template(runtime, onboard_plan):
     onboard_plan("acme")
-    row = usage(runtime, "acme")
-    assert row["usage_date"] == dt.datetime.now(dt.UTC).date()
-    assert row["runs_started"] == 1
-    assert list(row["templates_used"]) == ["gcp/example/dryrun"]
+    assert usage(runtime, "acme") == {"runs_started": 1, "templates_used": ["gcp/example/dryrun"]}
 
 
 # -- runs per day ----------------------------------------------------------------------------------
@@ -199,14 +197,14 @@ def test_a_new_utc_day_starts_the_count_again(runtime, bus, trigger_client, onbo
     acme = onboard_plan("acme")
     set_limits(runtime, "acme", max_runs_per_day=1, max_concurrent_runs=50)
     assert_error(start(trigger_client, acme, "acme", date="2024-05-01"), 429, "quota_exceeded")
-    yesterday = dt.datetime.now(dt.UTC).date() - dt.timedelta(days=1)
+    # The day's run (onboarding's dry run) becomes yesterday's.
     runtime.warehouse.execute(
-        f"UPDATE {table_ref('organizations', 'org_usage')} SET usage_date = @day WHERE org_slug = 'acme'",
-        {"day": yesterday},
+        f"UPDATE {table_ref('acme', 'pipeline_runs')} SET recorded_at = TIMESTAMP_SUB(recorded_at, INTERVAL 1 DAY),"
+        " start_time = TIMESTAMP_SUB(start_time, INTERVAL 1 DAY) WHERE TRUE"
     )
+    assert usage(runtime, "acme")["runs_started"] == 0
     assert_json(start(trigger_client, acme, "acme", date="2024-05-01"), 202)
-    row = usage(runtime, "acme")
-    assert (row["usage_date"], row["runs_started"]) == (dt.datetime.now(dt.UTC).date(), 1)
+    assert usage(runtime, "acme")["runs_started"] == 1
 
 
 # -- concurrent runs -------------------------------------------------------------------------------
@@ -275,23 +273,26 @@ def test_quota_of_one_tenant_does_not_touch_another(runtime, bus, trigger_client
 
 
 class StatementCounter:
-    """Counts the statements a warehouse runs (wrapping the real adapter's methods)."""
+    """Counts the statements a warehouse runs (wrapping the real adapter's methods), and those that write."""
 
     def __init__(self, rt: Runtime, monkeypatch: pytest.MonkeyPatch) -> None:
-        self.count = 0
-        for name in ("query", "execute", "run_atomically"):
+        self.count = self.writes = 0
+        for name in ("query", "execute", "run_atomically", "insert_rows"):
             original = getattr(rt.warehouse, name)
-            monkeypatch.setattr(rt.warehouse, name, self._counted(original))
+            monkeypatch.setattr(rt.warehouse, name, self._counted(original, writes=name != "query"))
 
-    def _counted(self, method: Callable[..., Any]) -> Callable[..., Any]:
+    def _counted(self, method: Callable[..., Any], *, writes: bool) -> Callable[..., Any]:
         def run(*args: Any, **kwargs: Any) -> Any:
             self.count += 1
+            self.writes += writes
             return method(*args, **kwargs)
 
         return run
 
 
-def test_admitting_many_tenants_takes_as_many_statements_as_admitting_two(runtime, onboard_plan, monkeypatch):
+def test_admitting_many_tenants_takes_one_query_like_admitting_two_and_writes_nothing(
+    runtime, onboard_plan, monkeypatch
+):
     tenants = [f"tenant_{i}" for i in range(8)]
     for tenant in tenants:
         onboard_plan(tenant)
@@ -302,39 +303,58 @@ def test_admitting_many_tenants_takes_as_many_statements_as_admitting_two(runtim
     for_two, counter.count = counter.count, 0
     many = quotas.admit_runs(runtime, tenants, "gcp/cost/cost_billing")
 
-    assert counter.count == for_two == 2
+    assert counter.count == for_two == 1
     assert all(a.admitted for a in two.values())
     assert [t for t, a in many.items() if not a.admitted] == ["tenant_3"]
     assert many["tenant_3"].refusal.code == "quota_exceeded"
-    assert [usage(runtime, t)["runs_started"] for t in tenants[:3]] == [3, 3, 2]
-    counter.count = 0
-    assert quotas.release_runs(runtime, many.values()) == 7
-    assert counter.count == 1
-    assert [usage(runtime, t)["runs_started"] for t in tenants[:3]] == [2, 2, 1]
+    assert counter.writes == 0  # the run record an admitted run gets is what counts it
+    assert [usage(runtime, t)["runs_started"] for t in tenants[:3]] == [1, 1, 1]
 
 
-def test_racing_batch_admissions_take_exactly_the_free_slots(runtime, onboard_plan):
-    """No lock here: only the conditional UPDATE stands between twelve racing batches and the limit."""
-    for org in ("acme", "globex"):
-        onboard_plan(org)
-    set_limits(runtime, "acme", max_runs_per_day=5)
-    results: list[dict[str, quotas.Admission]] = []
-    barrier = threading.Barrier(12)
+def test_an_admitted_trigger_writes_only_its_own_run_record_and_nothing_shared(
+    runtime, bus, trigger_client, onboard_plan, monkeypatch
+):
+    acme = onboard_plan("acme")
+    written: list[str] = []
+    for name in ("execute", "run_atomically", "insert_rows", "load_arrow"):
+        original = getattr(runtime.warehouse, name)
 
-    def admit() -> None:
+        def record(*args: Any, _original: Callable[..., Any] = original, **kwargs: Any) -> Any:
+            written.append(str(args[:2]))
+            return _original(*args, **kwargs)
+
+        monkeypatch.setattr(runtime.warehouse, name, record)
+    assert_json(start(trigger_client, acme, "acme", date="2024-05-01"), 202)
+    assert written == [str(("acme", "pipeline_runs"))]
+
+
+def test_a_chunk_racing_triggers_of_the_same_tenant_exceeds_a_limit_by_at_most_one_run(
+    runtime, bus, trigger_client, onboard_plan
+):
+    """Triggers of one tenant are admitted one at a time (its quota claim); a chunk reads without claiming."""
+    acme = onboard_plan("acme")
+    set_limits(runtime, "acme", max_runs_per_day=3, max_concurrent_runs=50)  # the dry run is one of them
+    barrier = threading.Barrier(7)
+    codes: list[int] = []
+
+    def trigger(day: int) -> None:
         barrier.wait()
-        results.append(quotas.admit_runs(runtime, ["acme", "globex"], "gcp/example/dryrun"))
+        codes.append(start(trigger_client, acme, "acme", date=f"2024-06-{day:02d}").status_code)
 
-    threads = [threading.Thread(target=admit) for _ in range(12)]
+    def chunk() -> None:
+        barrier.wait()
+        outcome = pipelines.start_runs(runtime, ["acme"], "gcp", "example", "dryrun", {"date": "2024-07-01"})
+        codes.append(202 if outcome["acme"].run is not None else outcome["acme"].error.status)
+
+    threads = [threading.Thread(target=trigger, args=(day,)) for day in range(1, 7)]
+    threads.append(threading.Thread(target=chunk))
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
-    assert sum(r["acme"].admitted for r in results) == 4
-    assert all(r["globex"].admitted for r in results)
-    assert {r["acme"].refusal.code for r in results if not r["acme"].admitted} == {"quota_exceeded"}
-    assert usage(runtime, "acme")["runs_started"] == 5
-    assert usage(runtime, "globex")["runs_started"] == 13
+    assert sorted(set(codes)) == [202, 429]
+    assert 3 <= usage(runtime, "acme")["runs_started"] <= 4
+    assert usage(runtime, "acme")["runs_started"] == len(run_ids(runtime, "acme")) == 1 + codes.count(202)
 
 
 def test_bulk_start_replayed_by_a_redelivery_spends_no_quota(runtime, bus, onboard_plan):
@@ -497,9 +517,7 @@ def test_quotas_and_shared_rate_windows_run_on_bigquery(bigquery_runtime, onboar
     assert body["message"] == "starter plan allows 2 runs per day; 2 started today"
     admitted = quotas.admit_runs(rt, ["acme", "globex"], "gcp/cost/cost_billing")
     assert {t: a.admitted for t, a in admitted.items()} == {"acme": False, "globex": True}
-    assert sorted(usage(rt, "globex")["templates_used"]) == ["gcp/cost/cost_billing", "gcp/example/dryrun"]
-    assert quotas.release_runs(rt, admitted.values()) == 1
-    assert usage(rt, "globex")["runs_started"] == 1
+    assert usage(rt, "globex") == {"runs_started": 1, "templates_used": ["gcp/example/dryrun"]}
 
     clock = Clock(1_700_000_000 - 1_700_000_000 % 60)
     first, second = (
