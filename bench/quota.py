@@ -22,6 +22,7 @@ import datetime as dt
 import json
 import math
 import os
+import shutil
 import tempfile
 import time
 from collections import Counter
@@ -267,6 +268,7 @@ def measure(days: int) -> Measured:
     finally:
         standin.stop()
         emulator.stop()
+        shutil.rmtree(folder, ignore_errors=True)
     return Measured(onboarded.minus(before), ran.minus(warm), len(runs), len(plans), chunk,
                     time.monotonic() - started)  # fmt: skip
 
