@@ -23,18 +23,14 @@ from common.runtime import Runtime
 from common.warehouse.sql import table_ref
 
 
-def _tenant_usage_sql(tenant: str, index: int) -> str:
+def _tenant_records_sql(tenant: str, index: int) -> str:
+    # A plain filtered scan per tenant: the counting runs once over the union of them (subqueries or a
+    # window in every branch make DuckDB's planning grow with the square of the branches).
     runs = table_ref(tenant, "pipeline_runs")
-    return f"""
-        SELECT @tenant_{index} AS org_slug,
-               (SELECT COUNT(DISTINCT pipeline_logging_id) FROM {runs}
-                 WHERE recorded_at >= @day_start AND status = 'PENDING') AS runs_today,
-               (SELECT ARRAY_AGG(DISTINCT CONCAT(provider, '/', domain, '/', template)) FROM {runs}
-                 WHERE status = 'PENDING' AND template IS NOT NULL) AS templates_used,
-               (SELECT COUNTIF(status IN ('PENDING', 'RUNNING')) FROM (
-                  SELECT status FROM {runs} WHERE recorded_at >= @since AND start_time >= @since
-                  QUALIFY ROW_NUMBER() OVER (PARTITION BY pipeline_logging_id ORDER BY seq DESC) = 1
-               )) AS active"""
+    return (
+        f"SELECT @tenant_{index} AS org_slug, pipeline_logging_id, status, provider, domain, template,"
+        f" recorded_at, start_time, seq FROM {runs} WHERE status = 'PENDING' OR recorded_at >= @since"
+    )
 
 
 def read_standings(
@@ -47,15 +43,34 @@ def read_standings(
     active — its runs started since `since` whose latest record is PENDING or RUNNING.
     """
     day_start = dt.datetime.combine(day, dt.time(), tzinfo=dt.UTC)
-    parts = [_tenant_usage_sql(tenant, index) for index, tenant in enumerate(tenants)]
+    parts = [_tenant_records_sql(tenant, index) for index, tenant in enumerate(tenants)]
     params: dict[str, Any] = {f"tenant_{index}": tenant for index, tenant in enumerate(tenants)}
     return rt.warehouse.query(
         f"""
         WITH subs AS ({subscriptions.current_rows_sql(rt)}),
-        used AS ({" UNION ALL ".join(parts)})
-        SELECT u.org_slug, s.plan, s.max_runs_per_day, s.max_concurrent_runs, s.max_templates,
-               u.runs_today, u.templates_used, u.active
-        FROM used AS u LEFT JOIN subs AS s ON s.org_slug = u.org_slug
+        records AS ({" UNION ALL ".join(parts)}),
+        today AS (
+          SELECT org_slug, COUNT(DISTINCT pipeline_logging_id) AS runs_today FROM records
+          WHERE status = 'PENDING' AND recorded_at >= @day_start GROUP BY org_slug
+        ),
+        used AS (
+          SELECT org_slug, ARRAY_AGG(DISTINCT CONCAT(provider, '/', domain, '/', template)) AS templates_used
+          FROM records WHERE status = 'PENDING' AND template IS NOT NULL GROUP BY org_slug
+        ),
+        latest AS (
+          SELECT org_slug, status FROM records WHERE recorded_at >= @since AND start_time >= @since
+          QUALIFY ROW_NUMBER() OVER (PARTITION BY org_slug, pipeline_logging_id ORDER BY seq DESC) = 1
+        ),
+        active AS (
+          SELECT org_slug, COUNTIF(status IN ('PENDING', 'RUNNING')) AS active FROM latest GROUP BY org_slug
+        )
+        SELECT o AS org_slug, s.plan, s.max_runs_per_day, s.max_concurrent_runs, s.max_templates,
+               COALESCE(t.runs_today, 0) AS runs_today, u.templates_used, COALESCE(a.active, 0) AS active
+        FROM UNNEST(@orgs) AS o
+        LEFT JOIN subs AS s ON s.org_slug = o
+        LEFT JOIN today AS t ON t.org_slug = o
+        LEFT JOIN used AS u ON u.org_slug = o
+        LEFT JOIN active AS a ON a.org_slug = o
         """,
         params | {"orgs": tenants, "day_start": day_start, "since": since},
     )

@@ -8,9 +8,12 @@ FANOUT_CHUNK_SIZE tenant ids (500 x 50 characters is ~26 KB of the 512 KB an eve
 that runs past FANOUT_TIME_BUDGET_SECONDS hands its remaining tenants on in a new message instead of
 running into the 9-minute limit.
 
-Pub/Sub delivers at least once, so every message may arrive twice. Runs of a message share an idempotency
-key derived from the message (its schedule and slot, its bulk run, or else its content), so a redelivered
-chunk finds the runs it already started instead of starting them again; two bulk runs of the same template
+Pub/Sub delivers at least once, so every message may arrive twice, even to two instances at once. A chunk
+is started under a claim (`common.claims`, atomic across instances) named for its request and its tenants:
+a delivery finding it held answers 503 `busy` (delivered again later), one finding it done acknowledges.
+Runs of a message also share an idempotency key derived from the message (its schedule and slot, its bulk
+run, or else its content), so a chunk started again after a failure finds the runs it already started
+instead of starting them again; two bulk runs of the same template
 and parameters are two requests, keyed by their own bulk_id, so each gets its own runs.
 
 A message with `only_ready` (platform schedules and bulk runs) starts the template only for the tenants that
@@ -33,14 +36,17 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 from common.bus.messages import ScheduleMessage, StepMessage
-from common.errors import Conflict, ConvergenceError
+from common.errors import Conflict, ConvergenceError, DependencyUnavailable
 from common.metadata import bulk_runs, organizations, runs
 from common.metadata import schedules as schedule_records
 from common.runtime import Runtime
-from common.services import pipelines, readiness
+from common.services import chunk_starts, readiness
 from common.types import as_utc
 
 log = logging.getLogger(__name__)
+
+# A chunk stops starting runs after FANOUT_TIME_BUDGET_SECONDS; enqueueing and its records then take seconds.
+CHUNK_LEASE_MARGIN_SECONDS = 120
 
 
 def idempotency_key(message: ScheduleMessage) -> str:
@@ -73,11 +79,51 @@ def fan_out(rt: Runtime, message: ScheduleMessage) -> dict[str, int]:
     return {"tenants": len(tenants), "chunks": len(parts)}
 
 
+def chunk_claim_key(message: ScheduleMessage) -> str:
+    """The claim a chunk is started under: its request's idempotency key and its very tenants."""
+    assert isinstance(message.tenants, list)
+    tenants = hashlib.sha256(json.dumps(sorted(set(message.tenants))).encode()).hexdigest()[:32]
+    return f"chunk/{idempotency_key(message)}/{tenants}"
+
+
 def start_chunk(rt: Runtime, message: ScheduleMessage, *, now: Any = time.monotonic) -> dict[str, int]:
-    """Level 2: start the template for each tenant of a chunk, then enqueue every step 0 in one batch.
+    """Level 2, once across instances: a chunk is started under its claim (`chunk_claim_key`).
+
+    Pub/Sub may hand the same chunk to two instances at once (a redelivery while the first still works on
+    it): the second finds the claim held and answers 503 `busy`, so Pub/Sub delivers it again later, when it
+    finds the claim done and acknowledges with `already_done` (nothing read, nothing started). A chunk that
+    failed frees its claim for the redelivery; one whose instance died is taken over once its lease (the
+    time budget and a margin) ran out. Should a claim be gone (claims are kept CLAIM_RETENTION_DAYS), the
+    runs' idempotency key still finds what the first delivery started.
+    """
+    assert isinstance(message.tenants, list)
+    key = chunk_claim_key(message)
+    claim = rt.claims.acquire(key, lease=rt.settings.fanout_time_budget_seconds + CHUNK_LEASE_MARGIN_SECONDS)
+    if claim is None:
+        record = rt.claims.inspect(key)
+        if record is not None and record.state == "done":
+            return {"already_done": len(message.tenants)}
+        raise DependencyUnavailable(
+            "this chunk is being started by another instance; it is delivered again later", code="busy"
+        )
+    try:
+        outcome = _start_chunk(rt, message, now=now)
+    except BaseException:
+        rt.claims.release(claim)
+        raise
+    if not rt.claims.complete(claim, json.dumps(outcome, sort_keys=True)):
+        log.warning(
+            "chunk %s outlived its lease and was taken over; its runs are found by idempotency key", key
+        )
+    return outcome
+
+
+def _start_chunk(rt: Runtime, message: ScheduleMessage, *, now: Any) -> dict[str, int]:
+    """Start the template for each tenant of a chunk, then enqueue every step 0 in one batch.
 
     Tenants that cannot run the template are skipped first when the message asks for it (`only_ready`).
-    `pipelines.start_runs` admits the chunk's quotas in bulk; when the time budget is spent it stops, and
+    `chunk_starts.start_runs` admits the chunk's quotas and reads and writes its run records in bulk (a
+    bounded number of statements, not some per tenant); when the time budget is spent it stops, and
     the tenants it did not reach are handed on in a new message. A bulk run's chunk then records every
     tenant it dealt with in one statement.
     """
@@ -101,7 +147,7 @@ def start_chunk(rt: Runtime, message: ScheduleMessage, *, now: Any = time.monoto
             report.add(tenant, "SKIPPED", "skipped", error=reason)
     body = dict(message.parameters) | {"trigger_by": message.trigger_by}
     try:
-        started = pipelines.start_runs(
+        started = chunk_starts.start_runs(
             rt, tenants, provider, domain, template, body, trigger_type=message.trigger_type,
             idempotency_key=idempotency_key(message), should_stop=lambda: now() > deadline,
             bulk_id=message.bulk_id,
@@ -134,8 +180,10 @@ def start_chunk(rt: Runtime, message: ScheduleMessage, *, now: Any = time.monoto
                    run_id=run.pipeline_logging_id, error=run.error_message)  # fmt: skip
         if result.replayed:
             outcome["already_started"] += 1
-            if run.status != "PENDING" or run.steps:
-                continue  # an earlier delivery enqueued it; a PENDING run with no step may not have been
+            if run.status != "PENDING":
+                continue  # its steps have begun. A PENDING one's step 0 may never have been published
+                # (the earlier delivery stopped after its records): it is published again, which at worst
+                # delivers step 0 twice, as Pub/Sub may anyway (the step's run claim takes it once).
         else:
             outcome["started"] += 1
         steps.append(StepMessage(run_id=run.pipeline_logging_id, tenant_id=tenant, step_index=0))

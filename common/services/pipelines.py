@@ -6,9 +6,7 @@ import hashlib
 import json
 import re
 import uuid
-from collections.abc import Callable, Sequence
 from contextlib import ExitStack
-from dataclasses import dataclass
 from typing import Any
 
 from common.bus.messages import StepMessage
@@ -35,7 +33,9 @@ START_LEASE = 60.0  # seconds: the checks and the run record take well under one
 def fingerprint(pipeline_id: str, parameters: dict[str, Any]) -> str:
     """Runs with the same pipeline and parameters (whoever triggers them) are identical."""
     material = {k: v for k, v in parameters.items() if k != "trigger_by"}
-    return hashlib.sha256(f"{pipeline_id}|{json.dumps(material, sort_keys=True, default=str)}".encode()).hexdigest()
+    return hashlib.sha256(
+        f"{pipeline_id}|{json.dumps(material, sort_keys=True, default=str)}".encode()
+    ).hexdigest()
 
 
 def start_run(
@@ -64,7 +64,9 @@ def start_run(
     if not isinstance(body, dict):
         raise BadRequest("request body must be a JSON object", code="invalid_body")
     if idempotency_key is not None and not IDEMPOTENCY_KEY_RE.fullmatch(idempotency_key):
-        raise BadRequest("Idempotency-Key must be 1-128 characters of A-Z a-z 0-9 _ . : -", code="invalid_header")
+        raise BadRequest(
+            "Idempotency-Key must be 1-128 characters of A-Z a-z 0-9 _ . : -", code="invalid_header"
+        )
     template = load_template(provider, domain, template_name)
     run_id = str(uuid.uuid4())
     pipeline = resolve_template(
@@ -77,7 +79,9 @@ def start_run(
         # Held across instances (common.claims) from the checks to the run record: a request with the same
         # key, or for the same pipeline, on any instance waits here and then finds this one's run.
         if idempotency_key:
-            held.enter_context(rt.claims.hold(f"idempotency/{tenant_id}/{idempotency_key}", lease=START_LEASE))
+            held.enter_context(
+                rt.claims.hold(f"idempotency/{tenant_id}/{idempotency_key}", lease=START_LEASE)
+            )
         held.enter_context(rt.claims.hold(f"start/{tenant_id}/{pipeline.pipeline_id}", lease=START_LEASE))
         if idempotency_key:
             earlier = records.latest_runs(wh, tenant_id, idempotency_key=idempotency_key, limit=1)
@@ -107,76 +111,11 @@ def start_run(
     try:
         rt.bus.publish(rt.settings.steps_topic, message, message.attributes())
     except ConvergenceError as exc:
-        records.append_run_status(wh, tenant_id, record, "FAILED", error_message=f"could not enqueue: {exc.message}")
+        records.append_run_status(
+            wh, tenant_id, record, "FAILED", error_message=f"could not enqueue: {exc.message}"
+        )
         raise DependencyUnavailable("the message bus did not accept the run; it was not started") from None
     return run_view(record, {}, pipeline), False
-
-
-@dataclass
-class StartOutcome:
-    """What `start_runs` did for one tenant: a run (new, or `replayed` from an earlier delivery) or an error."""
-
-    run: Run | None
-    replayed: bool = False
-    error: ConvergenceError | None = None
-
-
-def start_runs(
-    rt: Runtime,
-    tenant_ids: Sequence[str],
-    provider: str,
-    domain: str,
-    template_name: str,
-    body: dict[str, Any],
-    *,
-    trigger_type: str = "bulk",
-    idempotency_key: str | None = None,
-    should_stop: Callable[[], bool] | None = None,
-    bulk_id: str | None = None,
-) -> dict[str, StartOutcome]:
-    """Start one template for many tenants (PENDING, nothing published: the caller batches step 0).
-
-    Quotas are checked for all tenants at once (`quotas.admit_runs`: one query per 500 tenants, not one
-    per tenant); a tenant refused by its plan gets the 429 as its error, unless `idempotency_key` finds the
-    run an earlier delivery of the same request started, which is answered as replayed. When
-    `should_stop()` turns true (a time budget), the tenants not reached yet are left out of the answer, for
-    the caller to hand on; an admission spends nothing until its run record exists, so those not reached
-    (or replayed, or in flight) used no quota. An unknown template raises NotFound before anything. Runs of
-    a bulk run carry its `bulk_id`.
-    """
-    load_template(provider, domain, template_name)
-    admissions = quotas.admit_runs(rt, tenant_ids, quotas.template_key(provider, domain, template_name))
-    outcomes: dict[str, StartOutcome] = {}
-    for tenant, admission in admissions.items():
-        if should_stop is not None and should_stop():
-            break
-        if not admission.admitted:
-            outcomes[tenant] = _refused_or_replayed(rt, tenant, admission, idempotency_key)
-            continue
-        try:
-            run, replayed = start_run(
-                rt, tenant, provider, domain, template_name, dict(body), trigger_type=trigger_type,
-                idempotency_key=idempotency_key, publish=False, admission=admission, bulk_id=bulk_id,
-            )  # fmt: skip
-            outcomes[tenant] = StartOutcome(run, replayed=replayed)
-        except ConvergenceError as exc:
-            outcomes[tenant] = StartOutcome(None, error=exc)
-    return outcomes
-
-
-def _refused_or_replayed(
-    rt: Runtime, tenant: str, admission: quotas.Admission, idempotency_key: str | None
-) -> StartOutcome:
-    """A tenant refused by its quota, unless an earlier delivery of this request already started its run."""
-    if idempotency_key is None:
-        return StartOutcome(None, error=admission.refusal)
-    try:
-        earlier = records.latest_runs(rt.warehouse, tenant, idempotency_key=idempotency_key, limit=1)
-        if earlier:
-            return StartOutcome(get_run(rt, tenant, earlier[0].pipeline_logging_id), replayed=True)
-    except ConvergenceError as exc:
-        return StartOutcome(None, error=exc)
-    return StartOutcome(None, error=admission.refusal)
 
 
 def get_run(rt: Runtime, tenant_id: str, run_id: str) -> Run:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import importlib.abc
+import importlib.util
 import re
+import sys
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
@@ -19,6 +22,25 @@ from common.errors import BadRequest, DependencyUnavailable, NotFound, TerminalE
 from common.warehouse.base import KeyedLocks, Params, Statement, Warehouse, WriteMode
 from common.warehouse.schema import TableSchema, schema_from_arrow
 from common.warehouse.sql import parameter_names, quote_identifier, statement_shape, table_ref
+
+
+# DuckDB's Python client tries `import pandas` twice on every statement it binds parameters for. Without
+# pandas installed each try walks the whole import machinery again (~0.35 ms each: most of a fan-out's
+# time in the warehouse). This finder, first on sys.meta_path, answers "no such module" for pandas at once;
+# it is installed only where pandas is not importable, so nothing that could import it changes.
+class _NotInstalled(importlib.abc.MetaPathFinder):
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def find_spec(self, fullname: str, path: object = None, target: object = None) -> None:
+        if fullname == self.name:
+            raise ModuleNotFoundError(f"No module named {fullname!r}", name=fullname)
+
+
+if importlib.util.find_spec("pandas") is None and not any(
+    isinstance(finder, _NotInstalled) for finder in sys.meta_path
+):
+    sys.meta_path.insert(0, _NotInstalled("pandas"))
 
 
 class QueryFailed(TerminalError):

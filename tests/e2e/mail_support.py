@@ -19,7 +19,7 @@ from aiosmtpd.handlers import Message as MessageHandler
 
 from common.bus.messages import ScheduleMessage
 from common.runtime import Runtime
-from common.services import pipelines
+from common.services import chunk_starts, pipelines
 from common.settings import reset_settings
 from common.templates.models import PipelineTemplate
 from common.warehouse.sql import table_ref
@@ -136,4 +136,5 @@ def drop_notify_steps(monkeypatch: pytest.MonkeyPatch) -> None:
             update={"steps": [s for s in template.steps if s.ps_type != "notify.email"]}
         )
 
-    monkeypatch.setattr(pipelines, "load_template", load)
+    monkeypatch.setattr(pipelines, "load_template", load)  # API triggers
+    monkeypatch.setattr(chunk_starts, "load_template", load)  # scheduled and bulk runs (fan-out chunks)

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from common.bus.messages import DispatchMessage, ScheduleMessage, encode
+from common.errors import DependencyUnavailable
 from common.metadata import runs
 from common.metadata import schedules as schedule_records
 from common.metadata.runs import RunRecord
@@ -79,10 +80,42 @@ def test_a_redelivered_slot_never_starts_a_tenants_run_twice(tenants: list[str],
     wait_for_bus(runtime)
 
     assert first == {"unknown_tenants": 0, "started": 3}
-    assert again == {"unknown_tenants": 0, "already_started": 3}
+    assert again == {"already_done": 3}
     assert all(len(runs_of(runtime, t, "schedule")) == 1 for t in tenants[:3])
     next_slot = message.model_copy(update={"due_at": "2026-11-23T06:00:00Z"})
     assert fanout.start_chunk(runtime, next_slot)["started"] == 3
+
+
+def test_a_chunk_delivered_while_another_instance_starts_it_is_refused_busy_and_then_found_done(
+    tenants: list[str], runtime: Runtime
+) -> None:
+    message = ScheduleMessage(template=TEMPLATE, tenants=tenants[:2], trigger_type="bulk", bulk_id="b-held")
+    other = runtime.claims.acquire(fanout.chunk_claim_key(message), lease=600)  # another instance is on it
+    assert other is not None
+
+    with pytest.raises(DependencyUnavailable) as refused:
+        fanout.start_chunk(runtime, message)
+    assert refused.value.code == "busy" and refused.value.status == 503
+    assert runs_of(runtime, tenants[0], "bulk") == []
+
+    runtime.claims.complete(other)  # the other instance finished
+    assert fanout.start_chunk(runtime, message) == {"already_done": 2}
+
+
+def test_a_chunk_that_failed_frees_its_claim_and_its_redelivery_starts_what_the_first_did_not(
+    tenants: list[str], runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    message = ScheduleMessage(template=TEMPLATE, tenants=tenants[:2], trigger_type="bulk", bulk_id="b-fails")
+    with monkeypatch.context() as broken:
+        broken.setattr(fanout, "_enqueue", lambda *args: (_ for _ in ()).throw(RuntimeError("instance died")))
+        with pytest.raises(RuntimeError):
+            fanout.start_chunk(runtime, message)
+    assert runtime.claims.inspect(fanout.chunk_claim_key(message)).state == "released"
+
+    again = fanout.start_chunk(runtime, message)
+    wait_for_bus(runtime)
+    assert again == {"unknown_tenants": 0, "already_started": 2}  # the records were written; step 0 now
+    assert [r.status for r in runs_of(runtime, tenants[0], "bulk")] == ["COMPLETE"]
 
 
 def test_bulk_runs_carry_trigger_type_bulk_and_unknown_tenants_are_counted_not_started(

@@ -20,7 +20,7 @@ from common.bus.local import LocalBus
 from common.metadata import runs
 from common.metadata import usage as usage_records
 from common.runtime import Runtime
-from common.services import pipelines, quotas, rate_limits
+from common.services import chunk_starts, quotas, rate_limits
 from common.settings import get_settings, reset_settings
 from common.warehouse.bigquery import BigQueryWarehouse
 from common.warehouse.sql import table_ref
@@ -142,11 +142,11 @@ def test_run_over_the_daily_limit_is_429_until_utc_midnight_and_leaves_nothing(
 def test_daily_limit_counts_api_and_bulk_runs_together(runtime, bus, trigger_client, onboard_plan):
     acme = onboard_plan("acme")
     set_limits(runtime, "acme", max_runs_per_day=3, max_concurrent_runs=50)
-    outcome = pipelines.start_runs(runtime, ["acme"], "gcp", "example", "dryrun", {"date": "2024-05-01"})
+    outcome = chunk_starts.start_runs(runtime, ["acme"], "gcp", "example", "dryrun", {"date": "2024-05-01"})
     assert outcome["acme"].error is None and outcome["acme"].run.trigger_type == "bulk"
     assert_json(start(trigger_client, acme, "acme", date="2024-05-02"), 202)
     assert_error(start(trigger_client, acme, "acme", date="2024-05-03"), 429, "quota_exceeded")
-    refused = pipelines.start_runs(runtime, ["acme"], "gcp", "example", "dryrun", {"date": "2024-05-04"})
+    refused = chunk_starts.start_runs(runtime, ["acme"], "gcp", "example", "dryrun", {"date": "2024-05-04"})
     assert refused["acme"].error is not None and refused["acme"].error.code == "quota_exceeded"
     assert usage(runtime, "acme")["runs_started"] == 3
 
@@ -343,7 +343,9 @@ def test_a_chunk_racing_triggers_of_the_same_tenant_exceeds_a_limit_by_at_most_o
 
     def chunk() -> None:
         barrier.wait()
-        outcome = pipelines.start_runs(runtime, ["acme"], "gcp", "example", "dryrun", {"date": "2024-07-01"})
+        outcome = chunk_starts.start_runs(
+            runtime, ["acme"], "gcp", "example", "dryrun", {"date": "2024-07-01"}
+        )
         codes.append(202 if outcome["acme"].run is not None else outcome["acme"].error.status)
 
     threads = [threading.Thread(target=trigger, args=(day,)) for day in range(1, 7)]
@@ -364,12 +366,12 @@ def test_bulk_start_replayed_by_a_redelivery_spends_no_quota(runtime, bus, onboa
     key = f"bulk:{uuid.uuid4().hex}"
     body = {"date": "2024-05-01", "trigger_by": "scheduler"}
 
-    first = pipelines.start_runs(
+    first = chunk_starts.start_runs(
         runtime, ["acme", "globex"], "gcp", "example", "dryrun", body, idempotency_key=key
     )
     assert first["acme"].run is not None and not first["acme"].replayed
     assert first["globex"].run is None and first["globex"].error.status == 429
-    again = pipelines.start_runs(
+    again = chunk_starts.start_runs(
         runtime, ["acme", "globex"], "gcp", "example", "dryrun", body, idempotency_key=key
     )
     assert (
@@ -390,7 +392,7 @@ def test_bulk_start_stopped_by_its_time_budget_gives_back_the_slots_it_did_not_u
         onboard_plan(org)
     checks = iter([False, True])
 
-    started = pipelines.start_runs(
+    started = chunk_starts.start_runs(
         runtime, tenants, "gcp", "example", "dryrun", {"date": "2024-05-01"}, should_stop=lambda: next(checks)
     )
     assert list(started) == ["acme"] and started["acme"].run.status == "PENDING"

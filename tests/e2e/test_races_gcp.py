@@ -1,7 +1,8 @@
 """Races across instances in gcp mode: several trigger instances, each with its own BigQuery (bqemulator),
 Cloud Storage claims (fake-gcs-server) and bus clients, race the same run, the same Idempotency-Key and the
 same onboarding, ROUNDS times each, and rotate one organisation's API key and tick the dispatcher on one
-schedule ROTATION_ROUNDS times, released together by a barrier. Exactly one wins every round; nothing in
+schedule and deliver one fan-out chunk to all of them ROTATION_ROUNDS times, released together by a
+barrier. Exactly one wins every round; nothing in
 one process decides it (each instance has its own clients and nothing in common but the emulators)."""
 
 from __future__ import annotations
@@ -18,16 +19,16 @@ from typing import Any
 import pytest
 
 from common.bus.local import LocalBus
-from common.bus.messages import StepMessage
+from common.bus.messages import ScheduleMessage, StepMessage
 from common.claims.gcs import GcsClaims, storage_client
 from common.contracts.onboarding import BootstrapRequest, OnboardRequest
 from common.contracts.schedules import ScheduleRequest
 from common.crypto.api_keys import hash_api_key
-from common.errors import Conflict, ConvergenceError
+from common.errors import Conflict, ConvergenceError, DependencyUnavailable
 from common.metadata import api_keys
 from common.metadata import runs as records
 from common.runtime import Runtime
-from common.services import onboarding, pipelines, tenant_schedules
+from common.services import fanout, onboarding, pipelines, tenant_schedules
 from common.services.dispatcher import dispatch_due
 from common.warehouse.bigquery import BigQueryWarehouse
 from tests.e2e.cost_support import platform_runtime
@@ -206,3 +207,37 @@ def test_a_schedule_ticked_on_every_instance_at_once_starts_each_slot_once(insta
             if slot["schedule_id"] == created["schedule_id"]
         ]
         assert len(slots) == 1, (round_, outcomes)
+
+
+def test_one_fanout_chunk_delivered_to_every_instance_at_once_starts_each_tenants_run_once(
+    instances: Instances,
+) -> None:
+    tenants = ["race_chunk_a", "race_chunk_b"]
+    for org in tenants:
+        _onboard(instances.runtimes[0], org)
+    before = len(instances.published())
+    for round_ in range(ROTATION_ROUNDS):
+        message = ScheduleMessage(template="/".join(TEMPLATE), tenants=tenants, trigger_type="bulk",
+                                  bulk_id=f"race-bulk-{round_}", trigger_by="operator")  # fmt: skip
+        outcomes = instances.race(lambda rt: fanout.start_chunk(rt, message))  # noqa: B023
+        winners = [o for o in outcomes if isinstance(o, dict) and o.get("started")]
+        assert len(winners) == 1 and winners[0]["started"] == len(tenants), (round_, outcomes)
+        losers = [o for o in outcomes if o not in winners]
+        assert all(
+            (isinstance(o, DependencyUnavailable) and o.code == "busy") or o == {"already_done": len(tenants)}
+            for o in losers
+        ), (round_, outcomes)
+        # The redeliveries Pub/Sub makes of the refused ones find the chunk done and start nothing.
+        assert (
+            instances.race(lambda rt: fanout.start_chunk(rt, message))
+            == [  # noqa: B023
+                {"already_done": len(tenants)}
+            ]
+            * INSTANCES
+        )
+        for org in tenants:  # the runs end, so the next round's bulk run is not refused as in flight
+            rt = instances.runtimes[0]
+            for run in records.latest_runs(rt.warehouse, org, active_only=True, limit=10):
+                records.append_run_status(rt.warehouse, org, run, "COMPLETE")
+    started = instances.published()[before:]
+    assert len(started) == ROTATION_ROUNDS * len(tenants) == len(set(started))
