@@ -17,7 +17,7 @@ from pathlib import Path
 from common.bus.topology import RetryPolicy, declare_topology
 from common.errors import ConfigurationError
 from common.settings import CONFIGS_DIR, Settings
-from convergence.emulators.process import ManagedProcess, free_port, stop_group
+from convergence.emulators.process import ManagedProcess, free_port, free_port_pair, stop_group
 
 REPO = CONFIGS_DIR.parent
 FUNCTIONS = (
@@ -63,7 +63,8 @@ class LocalStack:
         logs.mkdir(parents=True, exist_ok=True)
         project = self.settings.gcp_project_id
         try:
-            pubsub_port, bigquery_port = free_port(), free_port()
+            bigquery_port = free_port_pair()  # and the next one: bqemulator serves gRPC there
+            pubsub_port = next(p for p in iter(free_port, None) if p not in (bigquery_port, bigquery_port + 1))
             self.processes.append(
                 start_pubsub_emulator(pubsub_port, self.folder / "pubsub", logs / "pubsub-emulator.log")
             )

@@ -2,8 +2,10 @@
 
 Writes are idempotent under retry: every job gets an id chosen here, so a jobs.insert that reached BigQuery
 but whose answer was lost comes back as 409 Conflict on retry, and the adapter then adopts the existing
-job (get_job) instead of running it twice. Rows are written by load jobs, never by streaming inserts, so
-every row can be UPDATEd or DELETEd at once (DESIGN: never stream a row you will later update).
+job (get_job) instead of running it twice. `insert_rows` (run, step and data-quality records) appends to
+the table's default stream of the Storage Write API (common.warehouse.bigquery_write): no load job per
+record, and rows written so can be DELETEd at once, unlike the legacy streaming buffer. Files and Arrow
+data are written by load jobs.
 
 With BIGQUERY_EMULATOR_HOST set the client talks to bqemulator with anonymous credentials. bqemulator
 does not bind query parameters inside multi-statement scripts, so there `run_atomically` uses the
@@ -33,6 +35,7 @@ from common.errors import (
     ConvergenceError,
     NotFound,
 )
+from common.warehouse import bigquery_write
 from common.warehouse.base import KeyedLocks, Params, Statement, Warehouse, WriteMode, report_bytes
 from common.warehouse.bigquery_codec import (
     INTERNAL_PREFIX,
@@ -48,6 +51,7 @@ from common.warehouse.bigquery_ddl import create_table_ddl
 from common.warehouse.bigquery_errors import CLIENT_ERRORS, translate
 from common.warehouse.bigquery_params import QueryFailed, QueryParameter, prepare, query_parameter
 from common.warehouse.bigquery_transactions import run_emulated_transaction, transaction_script
+from common.warehouse.emulator_gate import gate_for
 from common.warehouse.schema import TableSchema
 from common.warehouse.sql import quote_identifier, table_ref
 
@@ -100,6 +104,7 @@ class BigQueryWarehouse(Warehouse):
         self._emulated_transactions = emulator_host is not None
         self._mutex = threading.Lock()
         self._key_locks = KeyedLocks()
+        self._writer: bigquery_write.StorageWriter | None = None
 
     # -- plumbing ---------------------------------------------------------------------------------------
     @property
@@ -111,18 +116,30 @@ class BigQueryWarehouse(Warehouse):
                     self._client = self._make_client()
         return self._client
 
+    @property
+    def writer(self) -> bigquery_write.StorageWriter:
+        """Appends to tables' default streams (Storage Write API), created on first use."""
+        if self._writer is None:
+            with self._mutex:
+                if self._writer is None:
+                    self._writer = bigquery_write.StorageWriter(self.project, self.emulator_host)
+        return self._writer
+
     def _make_client(self) -> bigquery.Client:
         if not self.emulator_host:
             return bigquery.Client(project=self.project, location=self.location)
         from google.api_core.client_options import ClientOptions
         from google.auth.credentials import AnonymousCredentials
 
-        return bigquery.Client(
+        client = bigquery.Client(
             project=self.project,
             location=self.location,
             credentials=AnonymousCredentials(),
             client_options=ClientOptions(api_endpoint=self.emulator_host),
         )
+        http = client._http  # the client's requests session: one request at a time to the emulator
+        http.request = gate_for(self.emulator_host).wrap(http.request)
+        return client
 
     @contextmanager
     def _errors(self, *, data_error: bool = False) -> Iterator[None]:
@@ -326,6 +343,13 @@ class BigQueryWarehouse(Warehouse):
         except RowMismatch as exc:
             code = "unknown_columns" if "unknown columns" in str(exc) else "invalid_rows"
             raise BadRequest(f"rows do not fit {table}: {exc}", code=code) from None
+        schema = bigquery_write.arrow_schema(target.schema)
+        if schema is not None:  # records: the Storage Write API's default stream, no load job
+            try:
+                batch = bigquery_write.arrow_rows(rows, schema)
+            except RowMismatch as exc:
+                raise BadRequest(f"rows do not fit {table}: {exc}", code="invalid_rows") from None
+            return self.writer.append(target.reference, batch)
         config = bigquery.LoadJobConfig(
             source_format=bigquery.SourceFormat.NEWLINE_DELIMITED_JSON,
             schema=target.schema,
@@ -396,5 +420,8 @@ class BigQueryWarehouse(Warehouse):
     def close(self) -> None:
         with self._mutex:
             client, self._client = self._client, None
+            writer, self._writer = self._writer, None
         if client is not None and hasattr(client, "close"):
             client.close()
+        if writer is not None:
+            writer.close()

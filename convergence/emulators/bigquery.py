@@ -11,6 +11,7 @@ import shutil
 from pathlib import Path
 
 from common.errors import DependencyUnavailable
+from common.warehouse.bigquery_write import STORAGE_PORT_OFFSET
 from convergence.emulators.process import ManagedProcess
 
 REPO = Path(__file__).resolve().parents[2]
@@ -38,14 +39,15 @@ def bqemulator_executable() -> str:
 
 
 def bigquery_emulator_command(port: int, data_dir: Path, *, persistent: bool = True) -> list[str]:
-    """The command line serving the BigQuery REST API on 127.0.0.1:`port` (gRPC on a free port)."""
+    """The command line serving the BigQuery REST API on 127.0.0.1:`port` and the Storage Read and Write
+    APIs (gRPC) on `port` + 1, where the warehouse adapter looks for them (`common.warehouse.bigquery_write`)."""
     return [
         bqemulator_executable(),
         "start",
         "--rest-host", "127.0.0.1",
         "--rest-port", str(port),
         "--grpc-host", "127.0.0.1",
-        "--grpc-port", "0",
+        "--grpc-port", str(port + STORAGE_PORT_OFFSET),
         "--persistent" if persistent else "--ephemeral",
         "--data-dir", str(data_dir),
         "--log-level", "warning",

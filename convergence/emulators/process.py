@@ -21,6 +21,20 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
+def free_port_pair() -> int:
+    """A loopback port that is free, with the one after it free too (bqemulator serves gRPC there)."""
+    for _ in range(100):
+        port = free_port()
+        if port < 65535 and not port_open(port + 1):
+            with socket.socket() as probe:
+                try:
+                    probe.bind(("127.0.0.1", port + 1))
+                except OSError:
+                    continue
+            return port
+    raise OSError("no two adjacent free loopback ports")
+
+
 def port_open(port: int, host: str = "127.0.0.1") -> bool:
     with socket.socket() as probe:
         probe.settimeout(0.2)

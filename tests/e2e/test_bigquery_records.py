@@ -104,3 +104,41 @@ def test_a_tenant_onboarded_before_these_columns_existed_runs_and_gains_them(
     assert "bytes_processed" in runtime.warehouse.table_columns("acme", "step_logs")
     assert "bulk_id" in runtime.warehouse.table_columns("acme", "pipeline_runs")
     assert "bytes_processed" in runtime.warehouse.table_columns("globex", "step_logs"), "untouched, current"
+
+
+def test_a_runs_records_reach_bigquery_through_the_storage_write_api_with_no_load_job(
+    platform: Platform, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    warehouse = platform.rt.warehouse
+    assert isinstance(warehouse, BigQueryWarehouse)
+    loads: list[str] = []
+    appends: list[str] = []
+    load, append = warehouse._load, warehouse.writer.append
+    monkeypatch.setattr(warehouse, "_load", lambda ref, *a: loads.append(ref.table_id) or load(ref, *a))
+    monkeypatch.setattr(
+        warehouse.writer, "append", lambda ref, b: appends.append(ref.table_id) or append(ref, b)
+    )
+    rows = generate_billing_export("globex", GCP_DAYS[0], 1)
+    warehouse.create_table("globex", load_schema("tenant", "gcp_billing_export_v1"))
+    warehouse.insert_rows("globex", "gcp_billing_export_v1", rows)  # nested columns: one load job
+    assert loads == ["gcp_billing_export_v1"]
+    loads.clear()
+
+    headers = platform.keys["globex"]
+    accepted = platform.trigger.post("/api/v1/pipelines/run/globex/gcp/cost/cost_billing", headers=headers,
+                                     json={"date": GCP_DAYS[0].isoformat()})  # fmt: skip
+    assert accepted.status_code == 202, accepted.json
+    wait_for_bus(platform.rt)
+    run_id = accepted.json["pipeline_logging_id"]
+    run = platform.trigger.get(f"/api/v1/pipelines/runs/{run_id}", headers=headers).json
+
+    assert run["status"] == "COMPLETE", run["error_message"]
+    assert [s["status"] for s in run["steps"]] == ["COMPLETE", "COMPLETE", "COMPLETE", "SKIPPED"]
+    assert loads == [], "records must not be load jobs"
+    assert {"pipeline_runs", "step_logs", "dq_results"} <= set(appends)
+    assert appends.count("pipeline_runs") == 3  # PENDING, RUNNING, COMPLETE
+    checks = platform.query(
+        f"SELECT check_name, status FROM {table_ref('globex', 'dq_results')} WHERE pipeline_logging_id = @run",
+        {"run": run_id},
+    )
+    assert checks and all(c["status"] == "PASS" for c in checks)

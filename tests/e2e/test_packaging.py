@@ -195,6 +195,7 @@ def test_requirements_pin_the_runtime_closure_and_no_test_tools(build: Path) -> 
     assert names == sorted(names) and len(names) == len(set(names))
     for needed in (
         "google-cloud-bigquery",
+        "google-cloud-bigquery-storage",
         "google-cloud-pubsub",
         "google-cloud-kms",
         "functions-framework",

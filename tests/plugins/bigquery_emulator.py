@@ -8,7 +8,7 @@ import pytest
 
 from common.errors import DependencyUnavailable
 from convergence.emulators.bigquery import start_bigquery_emulator
-from convergence.emulators.process import ManagedProcess, free_port
+from convergence.emulators.process import ManagedProcess, free_port_pair
 
 
 @pytest.fixture(scope="session")
@@ -20,7 +20,7 @@ def bigquery_emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]
     """
     folder = tmp_path_factory.mktemp("bqemulator")
     log = folder / "bqemulator.log"
-    port = free_port()
+    port = free_port_pair()
     process: ManagedProcess | None = None
     failure = ""
     try:
