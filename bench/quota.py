@@ -123,8 +123,7 @@ class Instruments:
         wh = rt.warehouse
         self._wrap(wh, "_query_job", self._query_job)
         self._wrap(wh, "_load", self._load)
-        if hasattr(wh, "append_rows"):
-            self._wrap(wh, "append_rows", self._append_rows)
+        self._wrap(wh.writer, "append", self._append)
         self.watch_bus(rt.bus)
         self._wrap(rt.claims, "write", self._claim_write)
 
@@ -160,10 +159,10 @@ class Instruments:
         self.counts.modifications[name] += 1
         return original(destination, payload, config)
 
-    def _append_rows(self, original: Callable[..., Any], dataset: str, table: str, rows: Any) -> Any:
+    def _append(self, original: Callable[..., Any], table: Any, batch: Any) -> Any:
         self.counts.appends += 1
-        self.counts.append_bytes += len(json.dumps(list(rows), default=str))
-        return original(dataset, table, rows)
+        self.counts.append_bytes += batch.nbytes  # the Arrow rows, about what BigQuery bills as ingested
+        return original(table, batch)
 
     def _publish(self, original: Callable[..., Any], topic: str, message: Any, attributes: Any = None) -> Any:
         self.counts.messages += 1
@@ -229,11 +228,11 @@ def measure(days: int) -> Measured:
     from convergence.demo.tenants import prepare_acme, prepare_globex
     from convergence.emulators.bigquery import start_bigquery_emulator
     from convergence.emulators.kms_standin import start_kms_standin
-    from convergence.emulators.process import free_port
+    from convergence.emulators.process import free_port_pair
 
     started = time.monotonic()
     folder = Path(tempfile.mkdtemp(prefix="convergence-quota-"))
-    port = free_port()
+    port = free_port_pair()
     emulator = start_bigquery_emulator(
         port, folder / "bqemulator", folder / "bqemulator.log", persistent=False
     )

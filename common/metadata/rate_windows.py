@@ -1,7 +1,7 @@
 """The repository of `org_rate_windows`: requests each instance admitted per tenant and minute. Its SQL only.
 
-Append-only: an instance INSERTs what it admitted since its last sync, never updates a row; old windows are
-deleted in bulk. How the counts limit requests is `common.services.rate_limits`.
+Append-only: an instance appends what it admitted since its last sync, never updates a row; old windows are
+deleted in bulk (once an hour per instance). How the counts limit requests is `common.services.rate_limits`.
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ from common.metadata.control_dataset import control_ref
 from common.runtime import Runtime
 
 TABLE = "org_rate_windows"
-ROWS_PER_INSERT = 1000  # 3 parameters a row stays far below BigQuery's 10,000 parameters per query
 
 
 class WindowHits(NamedTuple):
@@ -26,24 +25,14 @@ class WindowHits(NamedTuple):
 
 
 def append(rt: Runtime, instance_id: str, rows: Sequence[WindowHits], *, recorded_at: dt.datetime) -> None:
-    """INSERT the rows, in their order, as `instance_id`'s: one statement per ROWS_PER_INSERT rows."""
-    table = control_ref(rt, TABLE)
-    for start in range(0, len(rows), ROWS_PER_INSERT):
-        part = rows[start : start + ROWS_PER_INSERT]
-        params: dict[str, object] = {"instance": instance_id, "now": recorded_at}
-        values = []
-        for index, row in enumerate(part):
-            params |= {
-                f"org_{index}": row.org_slug,
-                f"window_{index}": row.window_start,
-                f"hits_{index}": row.hits,
-            }
-            values.append(f"(@org_{index}, @window_{index}, @instance, @hits_{index}, @now)")
-        rt.warehouse.execute(
-            f"INSERT INTO {table} (org_slug, window_start, instance_id, hits, recorded_at)"
-            f" VALUES {', '.join(values)}",
-            params,
-        )
+    """Append the rows as `instance_id`'s (`insert_rows`: the Storage Write API on BigQuery, no DML job)."""
+    if not rows:
+        return
+    rt.warehouse.insert_rows(rt.settings.control_dataset, TABLE, [
+        {"org_slug": row.org_slug, "window_start": row.window_start, "instance_id": instance_id,
+         "hits": row.hits, "recorded_at": recorded_at}
+        for row in rows
+    ])  # fmt: skip
 
 
 def hits_of_others(rt: Runtime, instance_id: str, window_start: dt.datetime) -> dict[str, int]:

@@ -18,10 +18,10 @@ exact.
 **gcp and emulators modes** (BigQuery, many function instances): counting every request in the warehouse
 would cost a DML statement per request, and BigQuery admits only a few mutating statements per table at a
 time. So each instance counts in memory and, at most every SYNC_INTERVAL_SECONDS (10 s) and only while it
-serves pipeline requests, appends what it admitted since the last sync to `org_rate_windows` (one INSERT of
-a row per tenant and minute) and reads the other instances' totals of the current minute (one query). A
+serves pipeline requests, appends what it admitted since the last sync to `org_rate_windows` (one append of
+a row per tenant and minute: the Storage Write API on BigQuery, no job) and reads the other instances' totals of the current minute (one query). A
 request is admitted while `this instance's count + the others' totals as last read` is below the limit. The
-sync runs inside the request that is due for it (at most one request per instance every 10 s pays one INSERT
+sync runs inside the request that is due for it (at most one request per instance every 10 s pays one append
 and one query; the others never wait for the warehouse), because Cloud Functions gen2 gives an instance CPU
 only while it serves requests. A failed sync is logged and retried with the next one (the instance then
 limits on its own counts alone).
@@ -31,7 +31,8 @@ count, so N instances admit at most **N x limit** in the worst case (all of them
 10 seconds, before any sync). Where a tenant's requests are spread over the minute, the excess over the
 limit is at most what the other instances admitted in the last sync interval plus the one in flight
 (about limit/6 per other instance for an even spread). An idle instance writes nothing; one that serves
-requests appends at most one statement per 10 s, and deletes rows older than two days once an hour.
+requests appends at most once per 10 s, and deletes rows older than two days once an hour (the only
+mutating statement on this shared table: one an hour per instance).
 """
 
 from __future__ import annotations
@@ -75,7 +76,7 @@ class WarehouseWindows:
         self.instance_id = instance_id or uuid.uuid4().hex
 
     def append(self, hits: dict[tuple[int, str], int], recorded_at: dt.datetime) -> None:
-        """Add this instance's admitted requests per (window, tenant): INSERTs only, a row per pair."""
+        """Add this instance's admitted requests per (window, tenant): appends only, a row per pair."""
         rows = [
             rate_windows.WindowHits(tenant, _window_start(window), count)
             for (window, tenant), count in sorted(hits.items())
