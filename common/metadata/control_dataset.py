@@ -26,5 +26,7 @@ def is_bootstrapped(rt: Runtime) -> bool:
     """Whether every control table exists (a platform bootstrapped by an older release lacks the tables
     added since: bootstrapping again creates just those)."""
     dataset = rt.settings.control_dataset
-    present = set(rt.warehouse.list_tables(dataset)) if rt.warehouse.dataset_exists(dataset) else set()
-    return set(CONTROL_TABLES) <= present
+    # One lookup per control table, not a listing: in DuckDB a listing reads every tenant's tables too.
+    return rt.warehouse.dataset_exists(dataset) and all(
+        rt.warehouse.table_exists(dataset, table) for table in CONTROL_TABLES
+    )

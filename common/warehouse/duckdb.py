@@ -176,13 +176,17 @@ class DuckDBWarehouse(Warehouse):
             conn.execute(f"DROP SCHEMA IF EXISTS {_q(dataset)} CASCADE")
 
     def table_exists(self, dataset: str, table: str) -> bool:
-        with self._cursor() as conn:
-            row = conn.execute(
-                "SELECT 1 FROM information_schema.tables WHERE table_catalog = current_database()"
-                " AND table_schema = $d AND table_name = $t",
-                {"d": dataset, "t": table},
-            ).fetchone()
-        return row is not None
+        # Binding the name is a lookup in the catalogue; information_schema.tables would list every table of
+        # every tenant (tens of thousands at scale) on each call. No transaction is open here (run_atomically
+        # holds the connection for its whole transaction), so a failed lookup aborts nothing.
+        with self._mutex:
+            try:
+                self._conn.execute(f"SELECT NULL FROM {_q(dataset)}.{_q(table)} LIMIT 0")
+            except duckdb.CatalogException:
+                return False
+            except duckdb.Error as exc:
+                raise QueryFailed(f"warehouse rejected the statement: {_first_line(exc)}") from None
+        return True
 
     def create_table(self, dataset: str, schema: TableSchema, *, recreate: bool = False) -> bool:
         ddl = to_duckdb(table_ddl(dataset, schema))
