@@ -20,7 +20,7 @@ from typing import Any
 
 from common.errors import ConvergenceError
 from common.metadata import table_upgrades
-from common.metadata.runs import RunRecord, next_seq
+from common.metadata.runs import IN_FLIGHT_HORIZON, RunRecord, next_seq
 from common.templates.models import ResolvedPipeline
 from common.types import utcnow
 from common.warehouse.base import Warehouse
@@ -47,7 +47,8 @@ def _parts(items: Sequence[str], size: int) -> list[Sequence[str]]:
 def matching_runs(
     wh: Warehouse, fingerprints: Mapping[str, str | None], *, idempotency_key: str | None
 ) -> dict[str, list[RunRecord]]:
-    """Per tenant, the latest record of each of its runs with `idempotency_key` or its fingerprint, newest first.
+    """Per tenant, the latest record of each of its runs with `idempotency_key`, or with its fingerprint and
+    recorded within IN_FLIGHT_HORIZON (an identical run in flight), newest first.
 
     `fingerprints` maps each tenant to the request fingerprint of the run it is about to start (None: look
     for the idempotency key only). One query per TENANTS_PER_QUERY tenants; a tenant with no such run is absent.
@@ -61,7 +62,7 @@ def matching_runs(
             if idempotency_key is not None:
                 conditions.append("idempotency_key = @key")
             if fingerprints[tenant] is not None:
-                conditions.append(f"request_fingerprint = @fp_{index}")
+                conditions.append(f"(request_fingerprint = @fp_{index} AND recorded_at >= @active_since)")
                 params[f"fp_{index}"] = fingerprints[tenant]
             branches.append(
                 f"SELECT {_columns(_RUN_COLUMNS)} FROM {table_ref(tenant, 'pipeline_runs')}"
@@ -69,6 +70,8 @@ def matching_runs(
             )
         if idempotency_key is not None:
             params["key"] = idempotency_key
+        if any(fingerprints[tenant] is not None for tenant in part):
+            params["active_since"] = utcnow() - IN_FLIGHT_HORIZON  # runs in flight: recent partitions only
         # The few matching records come back as they are; the latest of each run is picked here (a window
         # over the union costs DuckDB more than the scans themselves).
         latest: dict[tuple[str, str], RunRecord] = {}

@@ -11,10 +11,12 @@ import datetime as dt
 import json
 import threading
 import time
+import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict
+from uuid6 import uuid7
 
 from common.metadata import table_upgrades
 from common.templates.models import ResolvedPipeline
@@ -28,8 +30,40 @@ FINAL_STEP_STATUSES = frozenset({"COMPLETE", "FAILED", "SKIPPED"})
 ACTIVE_RUN_STATUSES = ("PENDING", "RUNNING")
 STATUS_QUERY_TENANTS = 500  # tenants' pipeline_runs per query of `latest_statuses`
 
+# A run started longer ago than this and still PENDING or RUNNING was abandoned: it is not in flight (nor
+# counted against a plan's concurrent runs), and the in-flight check reads only this many days of records.
+IN_FLIGHT_HORIZON = dt.timedelta(days=1)
+# Records of a run are written by instances whose clocks may differ a little from the one that named it.
+RECORD_CLOCK_SKEW = dt.timedelta(hours=1)
+
 _seq_lock = threading.Lock()
 _seq_state = {"last": 0}
+
+
+def new_run_id() -> str:
+    """A new run id that carries its start time (a UUIDv7), so reads of one run prune partitions."""
+    return str(uuid7())
+
+
+def records_since(run_ids: Sequence[str]) -> dt.datetime | None:
+    """The earliest `recorded_at` any record of these runs can carry: the oldest start time their ids hold,
+    less RECORD_CLOCK_SKEW. None when an id holds no time (a run named by an older release: read it all).
+    """
+    starts = []
+    for run_id in run_ids:
+        try:
+            parsed = uuid.UUID(run_id)
+        except ValueError:
+            return None
+        if parsed.version != 7:
+            return None
+        starts.append(dt.datetime.fromtimestamp((parsed.int >> 80) / 1000, dt.UTC))
+    return min(starts) - RECORD_CLOCK_SKEW if starts else None
+
+
+def _since_filter(since: dt.datetime | None) -> str:
+    # A plain comparison on the partitioning column, so BigQuery reads only the partitions from `since` on.
+    return " AND recorded_at >= @since" if since is not None else ""
 
 
 def next_seq() -> int:
@@ -162,9 +196,11 @@ def append_run_status(
 
 def run_records(wh: Warehouse, tenant_id: str, run_id: str) -> list[RunRecord]:
     """Every record of one run, oldest first (empty when the run is not this tenant's)."""
+    since = records_since([run_id])
     rows = wh.query(
-        f"SELECT * FROM {table_ref(tenant_id, 'pipeline_runs')} WHERE pipeline_logging_id = @run_id ORDER BY seq",
-        {"run_id": run_id},
+        f"SELECT * FROM {table_ref(tenant_id, 'pipeline_runs')} WHERE pipeline_logging_id = @run_id"
+        f"{_since_filter(since)} ORDER BY seq",
+        {"run_id": run_id} | ({"since": since} if since is not None else {}),
     )
     return [RunRecord.model_validate(row) for row in rows]
 
@@ -185,13 +221,17 @@ def latest_runs(
     idempotency_key: str | None = None,
     active_only: bool = False,
 ) -> list[RunRecord]:
-    """The latest record of each run, newest first, optionally filtered (without the snapshot)."""
+    """The latest record of each run, newest first, optionally filtered (without the snapshot).
+
+    `active_only` looks at runs recorded within IN_FLIGHT_HORIZON alone (only those partitions are read).
+    """
+    since = utcnow() - IN_FLIGHT_HORIZON if active_only else None
     rows = wh.query(
         f"""
         SELECT * EXCEPT (config_snapshot)
         FROM {table_ref(tenant_id, "pipeline_runs")}
         WHERE (@fingerprint IS NULL OR request_fingerprint = @fingerprint)
-          AND (@idempotency_key IS NULL OR idempotency_key = @idempotency_key)
+          AND (@idempotency_key IS NULL OR idempotency_key = @idempotency_key){_since_filter(since)}
         QUALIFY ROW_NUMBER() OVER (PARTITION BY pipeline_logging_id ORDER BY seq DESC) = 1
           AND (@status IS NULL OR status = @status)
           AND (NOT @active_only OR status IN ('PENDING', 'RUNNING'))
@@ -204,7 +244,8 @@ def latest_runs(
             "status": status,
             "active_only": active_only,
             "limit": limit,
-        },
+        }
+        | ({"since": since} if since is not None else {}),
     )
     return [RunRecord.model_validate(row) for row in rows]
 
@@ -231,13 +272,14 @@ def step_states(wh: Warehouse, tenant_id: str, run_ids: list[str]) -> dict[str, 
     """Latest record of every step of the given runs: {run_id: {step_index: record}}."""
     if not run_ids:
         return {}
+    since = records_since(run_ids)
     rows = wh.query(
         f"""
         SELECT * FROM {table_ref(tenant_id, "step_logs")}
-        WHERE pipeline_logging_id IN UNNEST(@run_ids)
+        WHERE pipeline_logging_id IN UNNEST(@run_ids){_since_filter(since)}
         QUALIFY ROW_NUMBER() OVER (PARTITION BY pipeline_logging_id, step_index ORDER BY seq DESC) = 1
         """,
-        {"run_ids": run_ids},
+        {"run_ids": run_ids} | ({"since": since} if since is not None else {}),
     )
     states: dict[str, dict[int, StepRecord]] = {rid: {} for rid in run_ids}
     for row in rows:

@@ -22,7 +22,6 @@ the chunk's (documented in docs/scaling.md).
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -30,7 +29,7 @@ from typing import Any
 from common.contracts.pipelines import Run
 from common.errors import BadRequest, Conflict, ConvergenceError, ValidationFailed
 from common.metadata import run_batches
-from common.metadata.runs import ACTIVE_RUN_STATUSES, RunRecord
+from common.metadata.runs import ACTIVE_RUN_STATUSES, RunRecord, new_run_id
 from common.runtime import Runtime
 from common.services import quotas
 from common.services.pipelines import IDEMPOTENCY_KEY_RE, fingerprint
@@ -92,7 +91,7 @@ def start_runs(
         try:
             plan.pipeline = resolve_template(
                 template, tenant_id=tenant, provider=provider, domain=domain, template_name=template_name,
-                run_id=str(uuid.uuid4()), request=dict(body),
+                run_id=new_run_id(), request=dict(body),
             )  # fmt: skip
         except ConvergenceError as exc:
             if admission.admitted:  # a refused tenant answers with its 429 (or an earlier run), as before

@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import uuid
 from contextlib import ExitStack
 from typing import Any
 
@@ -68,7 +67,7 @@ def start_run(
             "Idempotency-Key must be 1-128 characters of A-Z a-z 0-9 _ . : -", code="invalid_header"
         )
     template = load_template(provider, domain, template_name)
-    run_id = str(uuid.uuid4())
+    run_id = records.new_run_id()
     pipeline = resolve_template(
         template, tenant_id=tenant_id, provider=provider, domain=domain,
         template_name=template_name, run_id=run_id, request=body,

@@ -42,6 +42,7 @@ from dataclasses import dataclass, field
 
 from common.errors import RateLimited
 from common.metadata import usage
+from common.metadata.runs import IN_FLIGHT_HORIZON
 from common.metadata.subscriptions import PlanLimits, plans
 from common.runtime import Runtime
 from common.tenancy import validate_tenant_id
@@ -50,7 +51,7 @@ from common.types import utcnow
 DEFAULT_PLAN = "starter"
 CONCURRENCY_RETRY_AFTER = 30
 TEMPLATES_RETRY_AFTER = 86_400
-ACTIVE_RUN_HORIZON = dt.timedelta(days=1)
+ACTIVE_RUN_HORIZON = IN_FLIGHT_HORIZON
 # The read joins each tenant's pipeline_runs; BigQuery allows 1,000 tables in one query.
 MAX_TENANTS_PER_ADMISSION = 500
 QUOTA_LEASE = 60.0  # seconds: the read of a standing and the run record take well under one
