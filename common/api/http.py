@@ -32,10 +32,11 @@ from common.errors import (
     NotFound,
     PayloadTooLarge,
     TerminalError,
+    Unauthorized,
     ValidationFailed,
 )
 from common.runtime import Runtime
-from common.services import auth, rate_limits
+from common.services import auth, auth_throttle, rate_limits
 
 log = logging.getLogger(__name__)
 
@@ -226,6 +227,20 @@ def build_map(routes: Sequence[Route]) -> Map:
     )
 
 
+def _authenticate_throttled(ctx: RequestContext, route: Route, org_in_path: str | None) -> None:
+    """Authenticate, unless this client failed too often this minute (`common.services.auth_throttle`)."""
+    if route.auth == "none":
+        return
+    client = auth_throttle.client_of(ctx.request.headers, ctx.request.remote_addr)
+    auth_throttle.refuse_if_throttled(ctx.runtime, client)
+    try:
+        _authenticate(ctx, route, org_in_path)
+    except Unauthorized as exc:
+        if exc.code not in auth_throttle.NOT_A_GUESS:
+            auth_throttle.record_failure(ctx.runtime, client)
+        raise
+
+
 def _authenticate(ctx: RequestContext, route: Route, org_in_path: str | None) -> None:
     headers = ctx.request.headers
     if route.auth == "none":
@@ -256,7 +271,7 @@ def dispatch(
             raise MethodNotAllowed(f"{request.method} is not allowed here", allowed=allowed) from None
         route = routes[index]
         ctx = RequestContext(request=request, runtime_provider=runtime, route=route, routes=routes)
-        _authenticate(ctx, route, args.get("org"))
+        _authenticate_throttled(ctx, route, args.get("org"))
         limited = route.rate_limited and ctx.org is not None and not ctx.is_root
         kind = rate_limits.kind_of(request.method)
         with rate_limits.counted(ctx.runtime, ctx.org, kind) if limited else nullcontext():  # type: ignore[arg-type]

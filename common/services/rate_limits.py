@@ -64,6 +64,14 @@ Clock = Callable[[], float]
 Runner = Callable[[Callable[[], None]], None]
 
 
+LIMIT_NAMES = {"write": "rate_limit_per_minute", "read": "read_rate_limit_per_minute"}
+
+
+def _seconds_left(now: float) -> int:
+    window = int(now // WINDOW_SECONDS)
+    return max(1, math.ceil((window + 1) * WINDOW_SECONDS - now))
+
+
 def _window_start(window: int) -> dt.datetime:
     return dt.datetime.fromtimestamp(window * WINDOW_SECONDS, dt.UTC)
 
@@ -155,8 +163,8 @@ class RateLimiter:
             self._roll(window)
             used = self._local[tenant] + self._others.get(tenant, 0)
             if used >= self.limit:
-                retry_after = max(1, math.ceil((window + 1) * WINDOW_SECONDS - now))
-                setting = "rate_limit_per_minute" if self.kind == "write" else "read_rate_limit_per_minute"
+                retry_after = _seconds_left(now)
+                setting = LIMIT_NAMES.get(self.kind, self.kind)
                 raise RateLimited(
                     f"{tenant} may make {self.limit} {self.kind} requests per minute; try again in {retry_after} s",
                     code="rate_limited", retry_after=retry_after, limit=setting, limit_value=self.limit,
@@ -177,6 +185,10 @@ class RateLimiter:
                 self._local[tenant] -= 1
             if self._unsent[(window, tenant)] > 0:
                 self._unsent[(window, tenant)] -= 1
+
+    def seconds_left_in_window(self) -> int:
+        """Whole seconds until the current window ends (at least 1): the Retry-After of a refusal now."""
+        return _seconds_left(self._now())
 
     def used(self, tenant: str) -> int:
         """Requests of `tenant` counted in the current window (this instance's and the others' as read)."""
