@@ -12,6 +12,7 @@ import datetime as dt
 import decimal
 import json
 import logging
+import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -281,11 +282,21 @@ def dispatch(
             return flask.Response(body, status=status, mimetype=route.media_type)
         return json_response(status, body)
     except ConvergenceError as exc:
+        if exc.status == 500:  # the platform's fault (e.g. a tenant keyset that no longer decrypts)
+            incident = uuid.uuid4().hex
+            log.error(
+                "incident %s: %s %s → %s %s", incident, request.method, request.path, exc.code, exc.message
+            )
+            body = {"error": exc.code, "message": f"{exc.message} (incident {incident}, logged)",
+                    "incident_id": incident}  # fmt: skip
+            return json_response(500, body)
         if not isinstance(exc, TerminalError) or exc.status >= 500:
             log.warning("%s %s → %s %s", request.method, request.path, exc.status, exc.message)
         return error_response(exc)
     except Exception:
-        log.exception("unhandled error on %s %s", request.method, request.path)
-        return json_response(
-            500, {"error": "internal_error", "message": "an internal error occurred; it was logged"}
-        )
+        incident = uuid.uuid4().hex
+        log.exception("incident %s: unhandled error on %s %s", incident, request.method, request.path)
+        return json_response(500, {
+            "error": "internal_error", "message": f"an internal error occurred (incident {incident}, logged)",
+            "incident_id": incident,
+        })  # fmt: skip

@@ -10,7 +10,8 @@ class ApiError(BaseModel):
 
     Details depend on the error: `parameter` (a refused query parameter), `errors` (the fields of an invalid
     body), `pipeline_logging_id` (the run already in flight), `allowed` (methods of a 405), `retry_after`
-    (seconds, also in the Retry-After header of a 429 or 503), `currencies`, `provider`, `status`.
+    (seconds, also in the Retry-After header of a 429 or 503), `currencies`, `provider`, `status`, and
+    `incident_id` on a 500 (the platform's fault: the id of the logged incident to quote to the operator).
     """
 
     model_config = ConfigDict(extra="allow")
