@@ -232,7 +232,10 @@ def _authenticate_throttled(ctx: RequestContext, route: Route, org_in_path: str 
     """Authenticate, unless this client failed too often this minute (`common.services.auth_throttle`)."""
     if route.auth == "none":
         return
-    client = auth_throttle.client_of(ctx.request.headers, ctx.request.remote_addr)
+    client = auth_throttle.client_of(
+        ctx.request.headers, ctx.request.remote_addr,
+        behind_front_end=ctx.runtime.warehouse.name == "bigquery",
+    )  # fmt: skip
     auth_throttle.refuse_if_throttled(ctx.runtime, client)
     try:
         _authenticate(ctx, route, org_in_path)

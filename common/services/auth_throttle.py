@@ -1,9 +1,10 @@
 """Failed authentication is throttled per client (CONTRACT §2): key guessing is refused, not answered.
 
 A client is the address the request came from and the key it presents, by prefix: the organisation part of a
-tenant key (`{org}_api_...`), `root` for the root key, `none` without a key. The address is the last entry
-of X-Forwarded-For (the one Google's front end appends: what a client sends before it cannot move it), else
-the peer's address. After FAILED_AUTH_PER_MINUTE failed authentications (401) of one client in a UTC minute,
+tenant key (`{org}_api_...`), `root` for the root key, `none` without a key. The address is, on BigQuery
+deployments (Cloud Functions), the last entry of X-Forwarded-For (the one Google's front end appends: what
+a client sends before it cannot move it); in embedded mode the peer's address (a header there is the
+client's own word). After FAILED_AUTH_PER_MINUTE failed authentications (401) of one client in a UTC minute,
 its requests are refused with 429 `too_many_failed_authentications` and Retry-After until the minute ends —
 before its key is looked at, so a right guess cannot be told from a wrong one while it is refused. Other
 addresses, and the same address presenting another organisation's key, are not affected; a request without a
@@ -37,10 +38,14 @@ class TooManyFailedAuthentications(RateLimited):
     code = "too_many_failed_authentications"
 
 
-def client_of(headers: Mapping[str, str], remote_addr: str | None) -> str:
-    """Who is authenticating: `auth:<address>|<key prefix>`, from the request's headers and peer address."""
+def client_of(headers: Mapping[str, str], remote_addr: str | None, *, behind_front_end: bool = True) -> str:
+    """Who is authenticating: `auth:<address>|<key prefix>`, from the request's headers and peer address.
+
+    `behind_front_end`: the request came through Google's front end (Cloud Functions), whose entry is the
+    last of X-Forwarded-For; elsewhere (the embedded server) the header is the client's own and is ignored.
+    """
     forwarded = [hop.strip() for hop in (headers.get("X-Forwarded-For") or "").split(",") if hop.strip()]
-    address = forwarded[-1] if forwarded else (remote_addr or "unknown")
+    address = forwarded[-1] if forwarded and behind_front_end else (remote_addr or "unknown")
     key = headers.get("X-API-Key")
     if headers.get("X-CA-Root-Key") is not None:
         prefix = "root"

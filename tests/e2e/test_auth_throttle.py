@@ -5,6 +5,7 @@ several instances add up (shared through org_rate_windows)."""
 
 from __future__ import annotations
 
+import itertools
 import uuid
 from typing import Any
 
@@ -19,6 +20,7 @@ from common.settings import get_settings, reset_settings
 from common.wiring import build_runtime, set_runtime
 
 RUNS = "/api/v1/pipelines/runs"
+_hops = itertools.cycle(range(1, 250))  # a different forwarded address on every request
 LIMIT = auth_throttle.FAILED_AUTH_PER_MINUTE
 
 
@@ -39,7 +41,9 @@ def clock(runtime: Runtime) -> Clock:
 
 
 def get(client: Any, key: str, address: str) -> Any:
-    return client.get(RUNS, headers={"X-API-Key": key, "X-Forwarded-For": f"203.0.113.9, {address}"})
+    # Embedded mode: the peer's address counts; an X-Forwarded-For the client sends does not move it.
+    spoofed = {"X-Forwarded-For": f"203.0.113.{next(_hops)}"}
+    return client.get(RUNS, headers={"X-API-Key": key} | spoofed, environ_base={"REMOTE_ADDR": address})
 
 
 def test_a_client_guessing_keys_is_refused_with_429_even_for_the_right_key_until_the_minute_ends(
@@ -71,7 +75,8 @@ def test_right_keys_and_another_organisations_key_never_count_as_failures(
         assert get(trigger_client, acme, "198.51.100.7").status_code == 200
         other = trigger_client.get(
             "/api/v1/pipelines/status/acme/no-such-run",
-            headers={"X-API-Key": globex, "X-Forwarded-For": "198.51.100.7"},
+            headers={"X-API-Key": globex},
+            environ_base={"REMOTE_ADDR": "198.51.100.7"},
         )
         assert other.status_code == 403  # a valid key of another organisation: no guess
     assert get(trigger_client, acme, "198.51.100.7").status_code == 200
@@ -98,7 +103,13 @@ def test_on_bigquery_two_instances_share_a_clients_failures(bigquery_runtime: Ru
         RateLimiter(LIMIT, kind="auth", now=clock, store=WarehouseWindows(rt), run_sync=lambda work: work())
         for _ in range(2)
     )
-    guesser = auth_throttle.client_of({"X-API-Key": generate_api_key("acme")}, "198.51.100.7")
+    # Behind Google's front end the address is the last X-Forwarded-For entry, whatever the client put first.
+    guesser = auth_throttle.client_of(
+        {"X-API-Key": generate_api_key("acme"), "X-Forwarded-For": "203.0.113.1, 198.51.100.7"}, "10.0.0.1"
+    )
+    assert guesser == auth_throttle.client_of(
+        {"X-API-Key": generate_api_key("acme"), "X-Forwarded-For": "203.0.113.2, 198.51.100.7"}, "10.0.0.2"
+    )
     other = auth_throttle.client_of({"X-API-Key": generate_api_key("acme")}, "198.51.100.8")
     for instance, failures in ((first, 6), (second, 4)):
         rt.caches[auth_throttle.CACHE_KEY] = instance
