@@ -14,14 +14,12 @@ branches.) Records are append-only as in `common.metadata.runs`, whose `RunRecor
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from common.errors import ConvergenceError
 from common.metadata import table_upgrades
-from common.metadata.runs import IN_FLIGHT_HORIZON, RunRecord, next_seq
-from common.templates.models import ResolvedPipeline
+from common.metadata.runs import IN_FLIGHT_HORIZON, RunRecord
 from common.types import utcnow
 from common.warehouse.base import Warehouse
 from common.warehouse.sql import quote_identifier, table_ref
@@ -87,28 +85,6 @@ def matching_runs(
 
 def _newest_first(record: RunRecord) -> tuple[float, int]:
     return (-(record.start_time.timestamp() if record.start_time else 0.0), -record.seq)
-
-
-def pending_record(
-    pipeline: ResolvedPipeline,
-    *,
-    run_id: str,
-    trigger_type: str,
-    trigger_by: str,
-    fingerprint: str,
-    idempotency_key: str | None,
-    bulk_id: str | None = None,
-) -> RunRecord:
-    """The PENDING record holding the resolved pipeline, as `runs.create_run` writes it (not written here)."""
-    now = utcnow()
-    return RunRecord(
-        pipeline_logging_id=run_id, pipeline_id=pipeline.pipeline_id, tenant_id=pipeline.tenant_id,
-        provider=pipeline.provider, domain=pipeline.domain, template=pipeline.template, status="PENDING",
-        trigger_type=trigger_type, trigger_by=trigger_by,
-        parameters=json.dumps(pipeline.parameters, sort_keys=True, default=str),
-        config_snapshot=pipeline.model_dump_json(), request_fingerprint=fingerprint,
-        idempotency_key=idempotency_key, bulk_id=bulk_id, start_time=now, recorded_at=now, seq=next_seq(),
-    )  # fmt: skip
 
 
 def _insert_statement(record: RunRecord) -> tuple[str, dict[str, Any]]:

@@ -139,8 +139,7 @@ class StepRecord(Record):
         return self.status in FINAL_STEP_STATUSES
 
 
-def create_run(
-    wh: Warehouse,
+def pending_record(
     pipeline: ResolvedPipeline,
     *,
     run_id: str,
@@ -150,9 +149,9 @@ def create_run(
     idempotency_key: str | None,
     bulk_id: str | None = None,
 ) -> RunRecord:
-    """Write the PENDING record holding the resolved pipeline; return it."""
+    """The PENDING record holding the resolved pipeline (built, not written)."""
     now = utcnow()
-    record = RunRecord(
+    return RunRecord(
         pipeline_logging_id=run_id,
         pipeline_id=pipeline.pipeline_id,
         tenant_id=pipeline.tenant_id,
@@ -171,6 +170,24 @@ def create_run(
         recorded_at=now,
         seq=next_seq(),
     )
+
+
+def create_run(
+    wh: Warehouse,
+    pipeline: ResolvedPipeline,
+    *,
+    run_id: str,
+    trigger_type: str,
+    trigger_by: str,
+    fingerprint: str,
+    idempotency_key: str | None,
+    bulk_id: str | None = None,
+) -> RunRecord:
+    """Write the PENDING record holding the resolved pipeline; return it."""
+    record = pending_record(
+        pipeline, run_id=run_id, trigger_type=trigger_type, trigger_by=trigger_by, fingerprint=fingerprint,
+        idempotency_key=idempotency_key, bulk_id=bulk_id,
+    )  # fmt: skip
     table_upgrades.insert_rows(wh, pipeline.tenant_id, "pipeline_runs", [record.row()])
     return record
 

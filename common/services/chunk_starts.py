@@ -29,7 +29,7 @@ from typing import Any
 from common.contracts.pipelines import Run
 from common.errors import BadRequest, Conflict, ConvergenceError, ValidationFailed
 from common.metadata import run_batches
-from common.metadata.runs import ACTIVE_RUN_STATUSES, RunRecord, new_run_id
+from common.metadata.runs import ACTIVE_RUN_STATUSES, RunRecord, new_run_id, pending_record
 from common.runtime import Runtime
 from common.services import quotas
 from common.services.pipelines import IDEMPOTENCY_KEY_RE, fingerprint
@@ -116,7 +116,7 @@ def start_runs(
             replays[tenant] = decided
         else:
             assert plan.pipeline is not None and plan.fingerprint is not None
-            new[tenant] = run_batches.pending_record(
+            new[tenant] = pending_record(
                 plan.pipeline, run_id=plan.pipeline.variables["run_id"], trigger_type=trigger_type,
                 trigger_by=plan.pipeline.parameters["trigger_by"], fingerprint=plan.fingerprint,
                 idempotency_key=idempotency_key, bulk_id=bulk_id,
