@@ -17,7 +17,6 @@ bounded as the write limit is: N instances refuse at the latest after N x the li
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Mapping
 
 from common.errors import RateLimited
@@ -25,11 +24,9 @@ from common.runtime import Runtime
 from common.services import rate_limits
 
 FAILED_AUTH_PER_MINUTE = 10
-CACHE_KEY = "rate_limiter:auth"
+CACHE_KEY = f"{rate_limits.CACHE_KEY}:auth"
 NOT_A_GUESS = frozenset({"missing_api_key", "missing_root_key"})  # no key sent: nothing guessed
 _PREFIX_LIMIT = 50  # an organisation id is at most 50 characters
-
-_create_lock = threading.Lock()
 
 
 class TooManyFailedAuthentications(RateLimited):
@@ -60,15 +57,13 @@ def client_of(headers: Mapping[str, str], remote_addr: str | None, *, behind_fro
 
 def limiter_for(rt: Runtime) -> rate_limits.RateLimiter:
     """This instance's counter of failed authentications (shared through the warehouse on BigQuery)."""
-    limiter = rt.caches.get(CACHE_KEY)
-    if limiter is None:
-        with _create_lock:
-            limiter = rt.caches.get(CACHE_KEY)
-            if limiter is None:
-                store = rate_limits.WarehouseWindows(rt) if rt.warehouse.name == "bigquery" else None
-                limiter = rate_limits.RateLimiter(FAILED_AUTH_PER_MINUTE, kind="auth", store=store)
-                rt.caches[CACHE_KEY] = limiter
-    return limiter
+    return rate_limits.cached_limiter(
+        rt,
+        "auth",
+        lambda: rate_limits.RateLimiter(
+            FAILED_AUTH_PER_MINUTE, kind="auth", store=rate_limits.shared_store(rt)
+        ),
+    )
 
 
 def refuse_if_throttled(rt: Runtime, client: str) -> None:

@@ -257,21 +257,30 @@ class RateLimiter:
 _create_lock = threading.Lock()
 
 
-def limiter_for(rt: Runtime, kind: str = "write") -> RateLimiter:
-    """This instance's limiter of `kind`: writes shared through the warehouse on BigQuery, reads per instance."""
+def cached_limiter(rt: Runtime, kind: str, build: Callable[[], RateLimiter]) -> RateLimiter:
+    """This instance's limiter of `kind`, built once by `build` (kept in the runtime's caches)."""
     key = f"{CACHE_KEY}:{kind}"
     limiter = rt.caches.get(key)
     if limiter is None:
         with _create_lock:
             limiter = rt.caches.get(key)
             if limiter is None:
-                if kind == "write":
-                    store = WarehouseWindows(rt) if rt.warehouse.name == "bigquery" else None
-                    limiter = RateLimiter(rt.settings.rate_limit_per_minute, store=store)
-                else:
-                    limiter = RateLimiter(rt.settings.read_rate_limit_per_minute, kind="read")
-                rt.caches[key] = limiter
+                limiter = rt.caches[key] = build()
     return limiter
+
+
+def shared_store(rt: Runtime) -> WarehouseWindows | None:
+    """Where instances share their counts: the warehouse on BigQuery; nowhere in one embedded process."""
+    return WarehouseWindows(rt) if rt.warehouse.name == "bigquery" else None
+
+
+def limiter_for(rt: Runtime, kind: str = "write") -> RateLimiter:
+    """This instance's limiter of `kind`: writes shared through the warehouse on BigQuery, reads per instance."""
+    if kind == "write":
+        return cached_limiter(
+            rt, kind, lambda: RateLimiter(rt.settings.rate_limit_per_minute, store=shared_store(rt))
+        )
+    return cached_limiter(rt, kind, lambda: RateLimiter(rt.settings.read_rate_limit_per_minute, kind="read"))
 
 
 def install(rt: Runtime, limiter: RateLimiter) -> None:
