@@ -41,6 +41,7 @@ from common.warehouse.bigquery_codec import (
     INTERNAL_PREFIX,
     RowMismatch,
     arrow_column_type,
+    checked_rows,
     fit_to_table,
     ndjson_rows,
     parquet_bytes,
@@ -338,17 +339,17 @@ class BigQueryWarehouse(Warehouse):
         if not rows:
             return 0
         target = self._get_table(dataset, table)
+        schema = bigquery_write.arrow_schema(target.schema)
         try:
-            payload = ndjson_rows(rows, target.schema)
+            if schema is not None:  # records: the Storage Write API's default stream, no load job
+                checked_rows(rows, target.schema)
+                batch = bigquery_write.arrow_rows(rows, schema)
+            else:
+                payload = ndjson_rows(rows, target.schema)
         except RowMismatch as exc:
             code = "unknown_columns" if "unknown columns" in str(exc) else "invalid_rows"
             raise BadRequest(f"rows do not fit {table}: {exc}", code=code) from None
-        schema = bigquery_write.arrow_schema(target.schema)
-        if schema is not None:  # records: the Storage Write API's default stream, no load job
-            try:
-                batch = bigquery_write.arrow_rows(rows, schema)
-            except RowMismatch as exc:
-                raise BadRequest(f"rows do not fit {table}: {exc}", code="invalid_rows") from None
+        if schema is not None:
             return self.writer.append(target.reference, batch)
         config = bigquery.LoadJobConfig(
             source_format=bigquery.SourceFormat.NEWLINE_DELIMITED_JSON,

@@ -53,12 +53,25 @@ def ndjson_rows(rows: Sequence[Mapping[str, Any]], fields: Sequence[bigquery.Sch
     a load job failed by BigQuery still counts against the table's daily load quota.
     """
     lines = []
-    for number, row in enumerate(rows, start=1):
+    for number, record in enumerate(checked_rows(rows, fields), start=1):
         try:
-            lines.append(json.dumps(_record(row, fields, ""), ensure_ascii=False, allow_nan=False))
-        except (RowMismatch, TypeError, ValueError) as exc:
+            lines.append(json.dumps(record, ensure_ascii=False, allow_nan=False))
+        except (TypeError, ValueError) as exc:
             raise RowMismatch(f"row {number}: {exc}") from None
     return ("\n".join(lines) + "\n").encode()
+
+
+def checked_rows(
+    rows: Sequence[Mapping[str, Any]], fields: Sequence[bigquery.SchemaField]
+) -> list[dict[str, Any]]:
+    """Each row checked against the table's schema (RowMismatch naming the row), its values encoded."""
+    records = []
+    for number, row in enumerate(rows, start=1):
+        try:
+            records.append(_record(row, fields, ""))
+        except (RowMismatch, TypeError, ValueError) as exc:
+            raise RowMismatch(f"row {number}: {exc}") from None
+    return records
 
 
 def _record(row: Mapping[str, Any], fields: Sequence[bigquery.SchemaField], path: str) -> dict[str, Any]:
