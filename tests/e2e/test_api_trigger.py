@@ -21,6 +21,7 @@ import pytest
 
 from common.bus.local import LocalBus
 from common.crypto.api_keys import generate_api_key
+from common.services import auth_throttle
 from common.settings import get_settings, reset_settings
 from common.wiring import build_runtime, set_runtime
 from tests.conftest import ROOT_KEY, function_client, wait_for_bus
@@ -197,7 +198,11 @@ def _shared_platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Simpl
 
 @pytest.fixture
 def shared(_shared_platform: SimpleNamespace, clean_environment: None) -> Iterator[SimpleNamespace]:
-    """The shared platform installed for this test; afterwards its state must be exactly as before."""
+    """The shared platform installed for this test; afterwards its state must be exactly as before.
+
+    Each test is a client of its own: the failed authentications earlier tests made are forgotten (they
+    would otherwise add up to the per-client throttle, which tests/e2e/test_auth_throttle.py covers)."""
+    _shared_platform.rt.caches.pop(auth_throttle.CACHE_KEY, None)
     set_runtime(_shared_platform.rt)
     before = platform_state(_shared_platform.rt)
     yield _shared_platform
