@@ -46,3 +46,13 @@ def runtime_in(home: Path) -> Runtime:
         runtime = build_runtime(get_settings())
         reset_settings()
     return runtime
+
+
+class Clock:
+    """A clock a test moves by hand (`clock.now += 60`), for what takes `now=` (rate limiters)."""
+
+    def __init__(self, start: float) -> None:
+        self.now = start
+
+    def __call__(self) -> float:
+        return self.now

@@ -18,18 +18,11 @@ from common.services import auth_throttle, onboarding
 from common.services.rate_limits import RateLimiter, WarehouseWindows
 from common.settings import get_settings, reset_settings
 from common.wiring import build_runtime, set_runtime
+from tests.e2e.support import Clock
 
 RUNS = "/api/v1/pipelines/runs"
 _hops = itertools.cycle(range(1, 250))  # a different forwarded address on every request
 LIMIT = auth_throttle.FAILED_AUTH_PER_MINUTE
-
-
-class Clock:
-    def __init__(self, now: float) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture

@@ -25,7 +25,7 @@ from common.settings import get_settings, reset_settings
 from common.warehouse.bigquery import BigQueryWarehouse
 from common.warehouse.sql import table_ref
 from common.wiring import build_runtime, set_runtime
-from tests.e2e.support import assert_error, assert_json
+from tests.e2e.support import Clock, assert_error, assert_json
 
 DRYRUN = "/api/v1/pipelines/run/{org}/gcp/example/dryrun"
 COST_BILLING = "/api/v1/pipelines/run/{org}/gcp/cost/cost_billing"
@@ -401,14 +401,6 @@ def test_bulk_start_stopped_by_its_time_budget_gives_back_the_slots_it_did_not_u
 
 
 # -- rate limit ------------------------------------------------------------------------------------
-
-
-class Clock:
-    def __init__(self, start: float) -> None:
-        self.now = start
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture

@@ -27,6 +27,14 @@ def _statements(runtime: Runtime, monkeypatch: pytest.MonkeyPatch) -> list[tuple
     return seen
 
 
+def _run_to_the_end(runtime: Runtime, trigger_client: Any, headers: dict[str, str]) -> str:
+    """Trigger acme's dry run and let it finish; its run id."""
+    accepted = trigger_client.post("/api/v1/pipelines/run/acme/gcp/example/dryrun", headers=headers, json={})
+    assert accepted.status_code == 202, accepted.json
+    wait_for_bus(runtime)
+    return accepted.json["pipeline_logging_id"]
+
+
 def test_a_status_read_filters_the_records_partitions_from_the_runs_start(
     runtime: Runtime,
     trigger_client: Any,
@@ -34,10 +42,7 @@ def test_a_status_read_filters_the_records_partitions_from_the_runs_start(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     headers = two_tenants["acme"]
-    accepted = trigger_client.post("/api/v1/pipelines/run/acme/gcp/example/dryrun", headers=headers, json={})
-    assert accepted.status_code == 202, accepted.json
-    wait_for_bus(runtime)
-    run_id = accepted.json["pipeline_logging_id"]
+    run_id = _run_to_the_end(runtime, trigger_client, headers)
     assert uuid.UUID(run_id).version == 7
     seen = _statements(runtime, monkeypatch)
 
@@ -64,9 +69,7 @@ def test_a_run_named_by_an_older_release_is_still_read_whole(
     headers = two_tenants["acme"]
     old_id = str(uuid.uuid4())
     monkeypatch.setattr(runs, "new_run_id", lambda: old_id)
-    accepted = trigger_client.post("/api/v1/pipelines/run/acme/gcp/example/dryrun", headers=headers, json={})
-    assert accepted.status_code == 202 and accepted.json["pipeline_logging_id"] == old_id
-    wait_for_bus(runtime)
+    assert _run_to_the_end(runtime, trigger_client, headers) == old_id
     seen = _statements(runtime, monkeypatch)
 
     run = trigger_client.get(f"/api/v1/pipelines/runs/{old_id}", headers=headers)
